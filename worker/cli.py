@@ -1,0 +1,126 @@
+"""The `nps-worker` command line: thin wrappers over the modules that do the work."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Sequence
+
+from . import __version__
+from .demo import DemoUnavailable, run_demo
+from .faststream_sqs import SQS_ERRORS, QueueNotFound
+from .logs import configure_logging
+from .queues import make_client, produce, provision
+from .runner import StartupError, run_worker
+from .settings import ConfigurationError, Settings, load_settings
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError("must be greater than 0")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="nps-worker",
+        description="Count and sum e-commerce events from SQS into OpenTelemetry metrics.",
+        epilog="Configuration comes from environment variables; see the README.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands.add_parser("run", help="consume the queue until SIGTERM or SIGINT")
+    demo = commands.add_parser(
+        "demo", help="everything on this machine: local SQS, kata traffic, the worker, a summary"
+    )
+    demo.add_argument(
+        "--events", type=_positive_int, default=270, help="messages to send (default 270)"
+    )
+    demo.add_argument(
+        "--duration",
+        type=_positive_float,
+        default=60.0,
+        help="stop after this many seconds (default 60)",
+    )
+    produce_cmd = commands.add_parser("produce", help="send kata scenarios to the queue")
+    produce_cmd.add_argument(
+        "--scenarios", type=_positive_int, default=10, help="27 messages each (default 10)"
+    )
+    produce_cmd.add_argument(
+        "--forever", action="store_true", help="refill whenever the queue runs empty"
+    )
+    produce_cmd.add_argument(
+        "--interval",
+        type=_positive_float,
+        default=1.0,
+        help="seconds between depth checks with --forever",
+    )
+    commands.add_parser(
+        "provision", help="create the queue and its DLQ with a redrive policy (idempotent)"
+    )
+    return parser
+
+
+async def _produce(settings: Settings, args: argparse.Namespace) -> None:
+    client = make_client(settings)
+    try:
+        url = await client.queue_url(settings.queue)
+        sent = await produce(
+            client, url, scenario_count=args.scenarios, forever=args.forever, interval=args.interval
+        )
+        print(f"sent {len(sent)} messages to {settings.queue}")
+    finally:
+        client.close()
+
+
+async def _provision(settings: Settings) -> None:
+    client = make_client(settings)
+    try:
+        queue_url, dlq_url = await provision(client, settings)
+        print(f"queue {queue_url}\ndead-letter queue {dlq_url}")
+    finally:
+        client.close()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = load_settings()
+        configure_logging(settings)
+        if args.command == "run":
+            asyncio.run(run_worker(settings))
+        elif args.command == "demo":
+            return asyncio.run(
+                run_demo(settings, events=args.events, duration=args.duration, out=sys.stdout)
+            )
+        elif args.command == "produce":
+            asyncio.run(_produce(settings, args))
+        elif args.command == "provision":
+            asyncio.run(_provision(settings))
+    except (ConfigurationError, StartupError, DemoUnavailable) as error:
+        return _fail(str(error))
+    except QueueNotFound as error:
+        return _fail(f"queue {error.queue!r} does not exist; create it with `nps-worker provision`")
+    except SQS_ERRORS as error:
+        return _fail(f"SQS: {error}")
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+def _fail(message: str) -> int:
+    print(f"nps-worker: {message}", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,35 @@
+"""A consume-only FastStream broker for Amazon SQS.
+
+The only package that imports `faststream._internal` (pinned: see pyproject) and
+boto3. Everything else in the worker uses the names exported here.
+"""
+
+from .broker import SQSBroker
+from .client import SQS_ERRORS, OutgoingMessage, QueueNotFound, RawMessage, SQSClient
+from .message import SQSMessage
+from .opentelemetry import SQSTelemetryMiddleware
+from .settle import (
+    REJECT_DETAIL_ATTRIBUTE,
+    REJECT_REASON_ATTRIBUTE,
+    SettleOptions,
+    SQSObserver,
+)
+from .subscriber import SQSSubscriber
+from .testing import TestSQSBroker
+
+__all__ = (
+    "REJECT_DETAIL_ATTRIBUTE",
+    "REJECT_REASON_ATTRIBUTE",
+    "SQS_ERRORS",
+    "OutgoingMessage",
+    "QueueNotFound",
+    "RawMessage",
+    "SQSBroker",
+    "SQSClient",
+    "SQSMessage",
+    "SQSObserver",
+    "SQSSubscriber",
+    "SQSTelemetryMiddleware",
+    "SettleOptions",
+    "TestSQSBroker",
+)

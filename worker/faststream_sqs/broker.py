@@ -1,0 +1,260 @@
+"""`SQSBroker`: FastStream's broker interface over an `SQSClient`."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, cast
+
+from fast_depends import dependency_provider
+from faststream._internal.broker import BrokerUsecase
+from faststream._internal.broker.registrator import Registrator
+from faststream._internal.constants import EMPTY
+from faststream._internal.context.repository import ContextRepo
+from faststream._internal.di import FastDependsConfig
+from faststream._internal.endpoint.subscriber.call_item import CallsCollection
+from faststream._internal.logger import DefaultLoggerStorage, make_logger_state
+from faststream._internal.logger.logging import get_broker_logger
+from faststream._internal.parser import DefaultCodec
+from faststream.exceptions import FeatureNotSupportedException
+from faststream.middlewares import AckPolicy
+from faststream.response import PublishCommand
+from faststream.response.publish_type import PublishType
+from faststream.specification.schema import BrokerSpec
+
+from .client import OutgoingMessage, SQSClient
+from .config import (
+    SQSBrokerConfig,
+    SQSSubscriberConfig,
+    SQSSubscriberSpecificationConfig,
+)
+from .parser import decode_body, parse_message
+from .settle import Checkpoint, SettleOptions, SQSObserver, always_durable
+from .subscriber import SQSSubscriber, SQSSubscriberSpecification
+
+if TYPE_CHECKING:
+    from types import TracebackType
+
+    from fast_depends.dependencies import Dependant
+    from faststream._internal.basic_types import LoggerProto, SendableMessage
+    from faststream._internal.types import BrokerMiddleware, CustomCallable
+
+
+EXTRA_THREADS = 4  # for settling, sending and queue look-ups beside the pollers
+
+
+class SQSLoggerStorage(DefaultLoggerStorage):
+    """FastStream's default broker log format, with the queue name as context."""
+
+    def register_subscriber(self, params: dict[str, Any]) -> None:
+        pass
+
+    def get_logger(self, *, context: ContextRepo) -> LoggerProto:
+        if not (logger := self._get_logger_ref()):
+            logger = get_broker_logger(
+                name="sqs",
+                default_context={"queue": ""},
+                message_id_ln=10,
+                fmt="%(asctime)s %(levelname)-8s - %(queue)s | %(message_id)-10s - %(message)s",
+                context=context,
+                log_level=self.logger_log_level,
+            )
+            self._logger_ref.add(logger)
+        return logger
+
+
+class SQSProducer:
+    """Sends a message with SendMessageBatch; enough for `broker.publish`."""
+
+    def __init__(self, config: SQSBrokerConfig) -> None:
+        self._config = config
+        self._parser = parse_message
+        self._decoder = decode_body
+        self.codec = DefaultCodec()
+        self._urls: dict[str, str] = {}
+
+    async def publish(self, cmd: PublishCommand) -> None:
+        client = self._config.client
+        url = self._urls.get(cmd.destination) or await client.queue_url(cmd.destination)
+        self._urls[cmd.destination] = url
+        body, _ = await self.codec.encode(cmd.body)
+        headers = {k: str(v) for k, v in cmd.headers.items()}
+        if await client.send(url, [OutgoingMessage(body.decode(), headers)]):
+            raise RuntimeError(f"SQS refused a message for {cmd.destination}")
+
+    async def request(self, cmd: PublishCommand) -> Any:
+        raise FeatureNotSupportedException("SQS has no request/reply")
+
+    async def publish_batch(self, cmd: PublishCommand) -> Any:
+        raise FeatureNotSupportedException("use publish() per message")
+
+
+class SQSRegistrator(Registrator["RawMessage", SQSBrokerConfig]):
+    def subscriber(  # type: ignore[override]
+        self,
+        queue: str,
+        *,
+        dead_letter_queue: str | None = None,
+        max_messages: int = 10,
+        wait_time_seconds: int = 20,
+        concurrency: int = 4,
+        ack_policy: AckPolicy = EMPTY,
+        dependencies: Sequence[Dependant] = (),
+        parser: CustomCallable | None = None,
+        decoder: CustomCallable | None = None,
+        persistent: bool = True,
+        title: str | None = None,
+        description: str | None = None,
+        include_in_schema: bool = True,
+    ) -> SQSSubscriber:
+        """Consume `queue` (a name or URL) with `concurrency` long-polling loops."""
+        config = cast("SQSBrokerConfig", self.config)
+        calls = CallsCollection["RawMessage"]()
+        subscriber = SQSSubscriber(
+            SQSSubscriberConfig(
+                queue=queue,
+                dead_letter_queue=dead_letter_queue,
+                max_messages=max_messages,
+                wait_time_seconds=wait_time_seconds,
+                concurrency=concurrency,
+                _outer_config=config,
+                _ack_policy=ack_policy,
+            ),
+            SQSSubscriberSpecification(
+                config,
+                SQSSubscriberSpecificationConfig(
+                    queue=queue,
+                    title_=title,
+                    description_=description,
+                    include_in_schema=include_in_schema,
+                ),
+                calls,
+            ),
+            calls,
+        )
+        super().subscriber(subscriber, persistent=persistent)
+        return subscriber.add_call(
+            parser_=parser or self._parser,
+            decoder_=decoder or self._decoder,
+            dependencies_=dependencies,
+        )
+
+    def publisher(self, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+        raise FeatureNotSupportedException("SQSBroker is consume-only; use broker.publish()")
+
+
+class SQSBroker(SQSRegistrator, BrokerUsecase["RawMessage", SQSClient, SQSBrokerConfig]):
+    """A consume-only FastStream broker for Amazon SQS (boto3 underneath)."""
+
+    def __init__(
+        self,
+        *,
+        endpoint_url: str | None = None,
+        region_name: str | None = None,
+        credentials: Mapping[str, str] | None = None,
+        checkpoint: Checkpoint = always_durable,
+        observer: SQSObserver | None = None,
+        settle: SettleOptions | None = None,
+        graceful_timeout: float | None = 15.0,
+        ack_policy: AckPolicy = EMPTY,
+        middlewares: Sequence[BrokerMiddleware[Any, Any]] = (),
+        dependencies: Sequence[Dependant] = (),
+        parser: CustomCallable | None = None,
+        decoder: CustomCallable | None = None,
+        logger: LoggerProto | None = EMPTY,
+        log_level: int = logging.INFO,
+        apply_types: bool = True,
+        context: ContextRepo | None = None,
+    ) -> None:
+        config = SQSBrokerConfig(
+            checkpoint=checkpoint,
+            settle=settle or SettleOptions(),
+            broker_middlewares=middlewares,
+            broker_parser=parser,
+            broker_decoder=decoder,
+            logger=make_logger_state(
+                logger=logger, log_level=log_level, default_storage_cls=SQSLoggerStorage
+            ),
+            fd_config=FastDependsConfig(
+                use_fastdepends=apply_types,
+                provider=dependency_provider,
+                context=context or ContextRepo(),
+            ),
+            broker_dependencies=dependencies,
+            graceful_timeout=graceful_timeout,
+            ack_policy=ack_policy,
+            extra_context={"broker": self},
+        )
+        if observer is not None:
+            config.observer = observer
+        config.producer = SQSProducer(config)
+        super().__init__(
+            config=config,
+            specification=BrokerSpec(
+                description=None,
+                url=[endpoint_url or "https://sqs.amazonaws.com"],
+                protocol="sqs",
+                protocol_version=None,
+                tags=(),
+                security=None,
+            ),
+            routers=(),
+            endpoint_url=endpoint_url,
+            region_name=region_name,
+            credentials=credentials,
+        )
+
+    @property
+    def sqs_subscribers(self) -> list[SQSSubscriber]:
+        return [s for s in self.subscribers if isinstance(s, SQSSubscriber)]
+
+    async def _connect(self) -> SQSClient:
+        wait = max((s.wait_time_seconds for s in self.sqs_subscribers), default=20)
+        threads = sum(s.concurrency for s in self.sqs_subscribers) + EXTRA_THREADS
+        client = SQSClient(threads=threads, wait_time_seconds=wait, **self._connection_kwargs)
+        self.config.broker_config.connect(client)
+        return client
+
+    async def start(self) -> None:
+        await self.connect()
+        await super().start()
+
+    async def stop(
+        self,
+        exc_type: type[BaseException] | None = None,
+        exc_val: BaseException | None = None,
+        exc_tb: TracebackType | None = None,
+    ) -> None:
+        await super().stop(exc_type, exc_val, exc_tb)
+        if self._connection is not None:
+            self.config.broker_config.disconnect()
+            self._connection = None
+
+    async def ping(self, timeout: float | None = None) -> bool:
+        return self._connection is not None
+
+    def healthy(self, max_poll_age: float) -> bool:
+        subscribers = self.sqs_subscribers
+        return bool(subscribers) and all(s.healthy(max_poll_age) for s in subscribers)
+
+    @property
+    def ready(self) -> bool:
+        subscribers = self.sqs_subscribers
+        return self.running and bool(subscribers) and all(s.running for s in subscribers)
+
+    async def publish(  # type: ignore[override]
+        self,
+        message: SendableMessage = None,
+        queue: str = "",
+        *,
+        headers: dict[str, str] | None = None,
+        correlation_id: str | None = None,
+    ) -> Any:
+        cmd = PublishCommand(
+            message,
+            destination=queue,
+            headers=headers,
+            correlation_id=correlation_id,
+            _publish_type=PublishType.PUBLISH,
+        )
+        return await self._basic_publish(cmd, producer=self.config.producer)

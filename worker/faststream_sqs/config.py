@@ -1,0 +1,64 @@
+"""Broker- and subscriber-level configuration objects FastStream composes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from faststream._internal.configs import (
+    BrokerConfig,
+    SubscriberSpecificationConfig,
+    SubscriberUsecaseConfig,
+)
+from faststream._internal.constants import EMPTY
+from faststream.exceptions import IncorrectState
+from faststream.middlewares import AckPolicy
+
+from .client import SQSClient
+from .settle import Checkpoint, NoObserver, SettleOptions, SQSObserver, always_durable
+
+
+@dataclass(kw_only=True)
+class SQSBrokerConfig(BrokerConfig):
+    checkpoint: Checkpoint = always_durable
+    observer: SQSObserver = field(default_factory=NoObserver)
+    settle: SettleOptions = field(default_factory=SettleOptions)
+    _client: SQSClient | None = field(default=None, init=False, repr=False)
+
+    @property
+    def client(self) -> SQSClient:
+        if self._client is None:
+            raise IncorrectState("SQS broker is not connected; call connect() first")
+        return self._client
+
+    def connect(self, client: SQSClient) -> None:
+        self._client = client
+
+    def disconnect(self) -> None:
+        if self._client is not None:
+            self._client.close()
+        self._client = None
+
+
+@dataclass(kw_only=True)
+class SQSSubscriberSpecificationConfig(SubscriberSpecificationConfig):
+    queue: str
+
+
+@dataclass(kw_only=True)
+class SQSSubscriberConfig(SubscriberUsecaseConfig):
+    _outer_config: SQSBrokerConfig = field(default_factory=SQSBrokerConfig)
+
+    queue: str
+    dead_letter_queue: str | None = None
+    max_messages: int = 10
+    wait_time_seconds: int = 20
+    concurrency: int = 4
+
+    @property
+    def ack_policy(self) -> AckPolicy:
+        if self._ack_policy is not EMPTY:
+            return self._ack_policy
+        if self._outer_config.ack_policy is not EMPTY:
+            return self._outer_config.ack_policy
+        # A failure leaves the message for redelivery (with backoff), never lost.
+        return AckPolicy.NACK_ON_ERROR

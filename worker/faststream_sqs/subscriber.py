@@ -1,0 +1,216 @@
+"""The SQS subscriber: long-polling loops that feed FastStream's handler pipeline.
+
+Each loop receives a batch, runs every message through `consume` (FastStream's
+middlewares, decoder and the user's handler), then hands the batch to the
+`Settler`, which applies each message's ack, nack or reject to SQS.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import AsyncIterator, Sequence
+from typing import TYPE_CHECKING, Any, Final
+
+from faststream._internal.endpoint.subscriber import (
+    SubscriberSpecification,
+    SubscriberUsecase,
+)
+from faststream.exceptions import FeatureNotSupportedException
+from faststream.specification.asyncapi.utils import resolve_payloads
+from faststream.specification.schema import Message, Operation, SubscriberSpec
+
+from .client import RawMessage
+from .config import (
+    SQSBrokerConfig,
+    SQSSubscriberConfig,
+    SQSSubscriberSpecificationConfig,
+)
+from .parser import decode_body, parse_message
+from .settle import Settler
+
+if TYPE_CHECKING:
+    from faststream._internal.endpoint.publisher import PublisherProto
+    from faststream._internal.endpoint.subscriber.call_item import CallsCollection
+    from faststream.message import StreamMessage
+
+log = logging.getLogger("worker.sqs")
+
+POLL_BACKOFF_CAP_SECONDS: Final = 30.0
+# A stopping poller may be inside a long poll; its reply is handed back, so wait for it.
+STOP_MARGIN_SECONDS: Final = 5.0
+
+
+def poll_backoff(failures: int) -> float:
+    """Seconds to wait after `failures` failed receives in a row: capped, full jitter."""
+    return random.uniform(0, min(POLL_BACKOFF_CAP_SECONDS, 0.5 * 2**failures))
+
+
+class SQSSubscriberSpecification(
+    SubscriberSpecification[SQSBrokerConfig, SQSSubscriberSpecificationConfig]
+):
+    __slots__ = ()
+
+    @property
+    def channel_labels(self) -> list[str]:
+        return [self.config.queue]
+
+    def get_schema(self) -> dict[str, SubscriberSpec]:
+        return {
+            self.name: SubscriberSpec(
+                address=self.config.queue,
+                description=self.description,
+                operation=Operation(
+                    message=Message(
+                        title=f"{self.name}:Message",
+                        payload=resolve_payloads(self.get_payloads()),
+                    ),
+                    bindings=None,
+                ),
+                bindings=None,
+            )
+        }
+
+
+class SQSSubscriber(SubscriberUsecase[RawMessage]):
+    _outer_config: SQSBrokerConfig
+
+    def __init__(
+        self,
+        config: SQSSubscriberConfig,
+        specification: SQSSubscriberSpecification,
+        calls: CallsCollection[RawMessage],
+    ) -> None:
+        config.parser = parse_message
+        config.decoder = decode_body
+        super().__init__(config, specification, calls)
+        self.queue = config.queue
+        self.dead_letter_queue = config.dead_letter_queue
+        self.max_messages = config.max_messages
+        self.wait_time_seconds = config.wait_time_seconds
+        self.concurrency = config.concurrency
+        self.queue_url = ""
+        self.last_poll_at: float | None = None
+        self._settler: Settler | None = None
+        self._pollers: list[asyncio.Task[None]] = []
+        self._settling: asyncio.Task[None] | None = None
+        self._receive_failures = 0
+
+    # Lifecycle
+
+    async def start(self) -> None:
+        await super().start()
+        if self.calls:
+            self._settler = await self._build_settler()
+            self._settling = asyncio.create_task(self._settler.run())
+            self._pollers = [
+                asyncio.create_task(self._poll_loop()) for _ in range(self.concurrency)
+            ]
+        self._post_start()
+
+    async def stop(self) -> None:
+        """Stop polling, hand back what late polls bring, settle what was handled."""
+        self.running = False
+        if self._pollers:
+            _, late = await asyncio.wait(
+                self._pollers, timeout=self.wait_time_seconds + STOP_MARGIN_SECONDS
+            )
+            for task in late:
+                task.cancel()
+            self._pollers = []
+        if self._settling is not None:
+            self._settling.cancel()
+            self._settling = None
+        if self._settler is not None:
+            await self._settler.close()
+            self._settler = None
+        await super().stop()
+
+    def healthy(self, max_poll_age: float) -> bool:
+        """True while some poll finished (successfully) within `max_poll_age` seconds."""
+        if not self.running or self.last_poll_at is None:
+            return False
+        return time.monotonic() - self.last_poll_at <= max_poll_age
+
+    async def _build_settler(self) -> Settler:
+        client = self._outer_config.client
+        self.queue_url = await client.queue_url(self.queue)
+        dead_letter_url = (
+            await client.queue_url(self.dead_letter_queue) if self.dead_letter_queue else None
+        )
+        return Settler(
+            client,
+            self.queue_url,
+            dead_letter_url=dead_letter_url,
+            checkpoint=self._outer_config.checkpoint,
+            observer=self._outer_config.observer,
+            options=self._outer_config.settle,
+            queue_name=self.queue,
+        )
+
+    # The loop: poll -> consume -> settle
+
+    async def _poll_loop(self) -> None:
+        settler = self._settler
+        assert settler is not None
+        observer = self._outer_config.observer
+        visibility = self._outer_config.settle.visibility_timeout
+        while self.running:
+            await settler.wait_for_room()
+            if not self.running:
+                return
+            batch = await self._receive(visibility)
+            if batch is None:
+                continue
+            if not batch:
+                continue
+            settler.hold(batch)
+            if not self.running:
+                await settler.release(batch)
+                return
+            observer.received(self.queue, len(batch))
+            for raw in batch:
+                started = time.perf_counter()
+                await self.consume(raw)
+                observer.processed(self.queue, time.perf_counter() - started)
+            await settler.settle(batch)
+
+    async def _receive(self, visibility: int) -> list[RawMessage] | None:
+        try:
+            batch = await self._outer_config.client.receive(
+                self.queue_url,
+                max_messages=self.max_messages,
+                wait_seconds=self.wait_time_seconds,
+                visibility_timeout=visibility,
+            )
+        except Exception as error:
+            self._receive_failures += 1
+            if self._receive_failures == 1:
+                log.warning("cannot receive from %s (%s); backing off", self.queue, error)
+            await asyncio.sleep(poll_backoff(self._receive_failures))
+            return None
+        if self._receive_failures:
+            log.info(
+                "receiving from %s again after %d failures",
+                self.queue,
+                self._receive_failures,
+            )
+            self._receive_failures = 0
+        self.last_poll_at = time.monotonic()
+        return batch
+
+    # FastStream's endpoint interface
+
+    def _make_response_publisher(self, message: StreamMessage[Any]) -> Sequence[PublisherProto]:
+        return ()  # consume-only: replies are not supported
+
+    async def get_one(self, *, timeout: float = 5) -> StreamMessage[RawMessage] | None:
+        raise FeatureNotSupportedException("SQSSubscriber consumes through its handler only")
+
+    def __aiter__(self) -> AsyncIterator[StreamMessage[RawMessage]]:
+        raise FeatureNotSupportedException("SQSSubscriber consumes through its handler only")
+
+    def get_log_context(self, message: StreamMessage[RawMessage] | None) -> dict[str, str]:
+        return {"queue": self.queue, "message_id": getattr(message, "message_id", "")}

@@ -1,0 +1,75 @@
+"""`TestSQSBroker`: run handlers in memory, without SQS.
+
+async with TestSQSBroker(broker) as br:
+    raw = await br.publish({"type": "purchase", ...}, "orders")
+    assert raw.outcome == "ack"
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator, Iterator
+from contextlib import contextmanager
+from typing import Any
+from unittest.mock import MagicMock
+from uuid import uuid4
+
+from faststream._internal.parser import DefaultCodec
+from faststream._internal.testing.broker import TestBroker, change_producer
+from faststream.exceptions import SubscriberNotFound
+from faststream.response import PublishCommand
+
+from .broker import SQSBroker, SQSProducer
+from .client import RawMessage
+from .subscriber import SQSSubscriber
+
+
+class TestSQSBroker(TestBroker[SQSBroker], broker=SQSBroker):
+    def create_publisher_fake_subscriber(
+        self, broker: SQSBroker, publisher: Any
+    ) -> tuple[SQSSubscriber, bool]:
+        raise NotImplementedError("SQSBroker has no publishers")
+
+    @contextmanager
+    def _patch_producer(self, broker: SQSBroker) -> Generator[None, None, None]:
+        with change_producer(broker.config.broker_config, FakeProducer(self.brokers)):
+            yield
+
+    async def _fake_connect(self, broker: SQSBroker, *args: Any, **kwargs: Any) -> MagicMock:
+        return MagicMock()
+
+
+class FakeProducer(SQSProducer):
+    """Delivers a published message straight to the subscribers of its queue.
+
+    Returns the `RawMessage`, whose `outcome` (and reject reason) the test can read.
+    """
+
+    def __init__(self, brokers: tuple[SQSBroker, ...]) -> None:
+        self._brokers = brokers
+        self.codec = DefaultCodec()
+
+    def _subscribers(self, queue: str) -> Iterator[SQSSubscriber]:
+        for broker in self._brokers:
+            for subscriber in broker.sqs_subscribers:
+                if subscriber.queue == queue:
+                    yield subscriber
+
+    async def publish(self, cmd: PublishCommand) -> RawMessage:  # type: ignore[override]
+        body, _ = await self.codec.encode(cmd.body)
+        raw = RawMessage(
+            queue_url=cmd.destination,
+            message_id=cmd.correlation_id or str(uuid4()),
+            receipt_handle=str(uuid4()),
+            body=body.decode(errors="surrogateescape"),
+            attributes={"ApproximateReceiveCount": "1"},
+            message_attributes={
+                k: {"DataType": "String", "StringValue": str(v)} for k, v in cmd.headers.items()
+            },
+        )
+        delivered = False
+        for subscriber in self._subscribers(cmd.destination):
+            delivered = True
+            await subscriber.process_message(raw)
+        if not delivered:
+            raise SubscriberNotFound(f"no subscriber for queue {cmd.destination!r}")
+        return raw

@@ -1,0 +1,35 @@
+"""The handler: decode a message into an `Event` (or reject it), then count it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from faststream.exceptions import RejectMessage
+from faststream.message import StreamMessage
+
+from .events import Event, Rejection, parse_event
+from .faststream_sqs import SQSBroker
+from .settings import Settings
+from .telemetry import Metrics
+
+
+async def decode_event(message: StreamMessage[Any]) -> Event:
+    """FastStream decoder: the contract's rules, with a reason for every reject."""
+    outcome = parse_event(message.body)
+    if isinstance(outcome, Rejection):
+        # The adapter copies the message to the DLQ with these as attributes.
+        raise RejectMessage(reason=outcome.reason, detail=outcome.detail)
+    return outcome
+
+
+def subscribe(broker: SQSBroker, settings: Settings, metrics: Metrics) -> None:
+    @broker.subscriber(
+        settings.queue,
+        dead_letter_queue=settings.dead_letter_queue_name,
+        max_messages=settings.max_messages_per_batch,
+        wait_time_seconds=settings.sqs_wait_time_seconds,
+        concurrency=settings.worker_concurrency,
+        decoder=decode_event,
+    )
+    async def count_event(event: Event) -> None:
+        metrics.record_event(event)

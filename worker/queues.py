@@ -1,0 +1,89 @@
+"""Queue set-up and traffic: `provision` and `produce`, over the SQS client."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+from .faststream_sqs import OutgoingMessage, SQSClient
+from .kata import KataMessage, scenarios
+from .settings import Settings
+
+log = logging.getLogger("worker.queues")
+
+
+def make_client(
+    settings: Settings,
+    *,
+    endpoint_url: str | None = None,
+    credentials: dict[str, str] | None = None,
+    threads: int = 4,
+) -> SQSClient:
+    return SQSClient(
+        threads=threads,
+        wait_time_seconds=settings.sqs_wait_time_seconds,
+        region_name=settings.aws_region,
+        endpoint_url=endpoint_url,
+        credentials=credentials,
+    )
+
+
+async def provision(client: SQSClient, settings: Settings) -> tuple[str, str]:
+    """Create the DLQ and the queue (idempotent); point the queue's redrive at the DLQ."""
+    dlq_url = await client.create_queue(settings.dead_letter_queue_name, {})
+    dlq_arn = await client.queue_arn(dlq_url)
+    queue_url = await client.create_queue(settings.sqs_queue_name, {})
+    redrive = {
+        "deadLetterTargetArn": dlq_arn,
+        "maxReceiveCount": str(settings.sqs_max_receive_count),
+    }
+    await client.set_queue_attributes(
+        queue_url,
+        {
+            "RedrivePolicy": json.dumps(redrive),
+            "VisibilityTimeout": str(settings.sqs_visibility_timeout),
+        },
+    )
+    return queue_url, dlq_url
+
+
+async def send_all(client: SQSClient, queue_url: str, messages: Sequence[KataMessage]) -> None:
+    """Send in batches of 10, several batches at a time."""
+    batches = [messages[i : i + 10] for i in range(0, len(messages), 10)]
+    for start in range(0, len(batches), 4):
+        results = await asyncio.gather(
+            *(
+                client.send(queue_url, [OutgoingMessage(m.body) for m in batch])
+                for batch in batches[start : start + 4]
+            )
+        )
+        if any(results):
+            raise RuntimeError(f"SQS refused {sum(results)} message(s)")
+
+
+async def produce(
+    client: SQSClient,
+    queue_url: str,
+    *,
+    scenario_count: int,
+    forever: bool = False,
+    interval: float = 1.0,
+    rng: random.Random | None = None,
+) -> list[KataMessage]:
+    """Send kata scenarios; with `forever`, refill whenever the queue runs empty."""
+    rng = rng or random.Random()
+    sent: list[KataMessage] = []
+    while True:
+        batch = scenarios(scenario_count, datetime.now(UTC), rng)
+        await send_all(client, queue_url, batch)
+        log.info("sent %d messages (%d scenarios)", len(batch), scenario_count)
+        if not forever:
+            sent.extend(batch)
+            return sent
+        # Like the original event server: refill only when the queue has run dry.
+        while await client.depth(queue_url) > 0:
+            await asyncio.sleep(interval)

@@ -1,0 +1,81 @@
+"""Every setting the worker reads, validated once at start-up.
+
+The names are the contract's (and the earlier attempts'): plain environment
+variables, no prefix. OpenTelemetry and AWS variables are read by their own SDKs;
+the few that also shape our behaviour are checked here too.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import AliasChoices, Field, ValidationError, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+
+
+class ConfigurationError(Exception):
+    """A setting is wrong; the message is one line naming it and the problem."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(case_sensitive=False, extra="ignore", frozen=True)
+
+    sqs_queue_name: Annotated[str, Field(min_length=1, max_length=80)] = "hands-on-interview"
+    sqs_queue_url: str | None = None
+    dlq_queue_name: Annotated[str | None, Field(min_length=1, max_length=80)] = None
+    sqs_visibility_timeout: Annotated[int, Field(ge=0, le=43_200)] = 30
+    sqs_max_receive_count: Annotated[int, Field(ge=1, le=1000)] = 3
+    max_messages_per_batch: Annotated[int, Field(ge=1, le=10)] = 10
+    sqs_wait_time_seconds: Annotated[int, Field(ge=0, le=20)] = 20
+    worker_concurrency: Annotated[int, Field(ge=1, le=64)] = 4
+    max_event_types: Annotated[int, Field(ge=1, le=10_000)] = 100
+    health_port: Annotated[int, Field(ge=0, le=65_535)] = 8080
+    log_level: LogLevel = "INFO"
+    log_format: Literal["console", "json"] = "console"
+    aws_region: str | None = Field(
+        default=None, validation_alias=AliasChoices("AWS_REGION", "AWS_DEFAULT_REGION")
+    )
+    otel_metric_export_interval: Annotated[int, Field(ge=100)] = 60_000
+    otel_metrics_exporter: Literal["otlp", "console", "none"] = "otlp"
+    otel_exporter_otlp_protocol: Literal["http/protobuf", "grpc"] = "http/protobuf"
+
+    @model_validator(mode="after")
+    def _default_dlq_name(self) -> Settings:
+        if self.dlq_queue_name is None:
+            object.__setattr__(self, "dlq_queue_name", f"{self.sqs_queue_name}-dlq")
+        return self
+
+    @property
+    def dead_letter_queue_name(self) -> str:
+        assert self.dlq_queue_name is not None  # set by the validator above
+        return self.dlq_queue_name
+
+    @property
+    def queue(self) -> str:
+        """What the subscriber consumes: the URL when given, else the name."""
+        return self.sqs_queue_url or self.sqs_queue_name
+
+    @property
+    def export_interval_seconds(self) -> float:
+        return self.otel_metric_export_interval / 1000
+
+
+def load_settings() -> Settings:
+    """Read the environment; raise `ConfigurationError` with one readable line."""
+    try:
+        return Settings()
+    except ValidationError as error:
+        raise ConfigurationError(_one_line(error)) from None
+
+
+def _one_line(error: ValidationError) -> str:
+    problems = []
+    for problem in error.errors(include_url=False):
+        name = str(problem["loc"][0]).upper() if problem["loc"] else "configuration"
+        given = problem.get("input")
+        shown = f" (got {given!r})" if isinstance(given, str | int | float) else ""
+        text = problem["msg"]
+        problems.append(f"{name}: {text[:1].lower()}{text[1:]}{shown}")
+    return "invalid configuration: " + "; ".join(problems)

@@ -1,0 +1,219 @@
+"""The one module that knows OpenTelemetry: provider, exporter, instruments.
+
+Collection is driven by the worker, not by a timer thread: `checkpoint()` collects
+and exports, and says whether the export reached the Collector. The SQS adapter
+deletes a message only after a successful checkpoint that included its count.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Mapping
+from typing import Any, Final
+
+from opentelemetry.sdk.metrics import Counter, Histogram, MeterProvider
+from opentelemetry.sdk.metrics.export import (
+    AggregationTemporality,
+    ConsoleMetricExporter,
+    MetricExporter,
+    MetricExportResult,
+    MetricReader,
+    MetricsData,
+)
+from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, View
+from opentelemetry.sdk.resources import SERVICE_INSTANCE_ID, SERVICE_NAME, Resource
+
+from .events import Event
+from .settings import Settings
+from .totals import Totals, TypeCap
+
+log = logging.getLogger("worker.telemetry")
+
+DEFAULT_SERVICE_NAME: Final = "nps-worker"
+MESSAGING_SYSTEM: Final = "aws_sqs"
+LAG_BUCKETS: Final = (
+    0.1,
+    0.5,
+    1,
+    2.5,
+    5,
+    10,
+    30,
+    60,
+    300,
+    900,
+    1800,
+    3600,
+    7200,
+    86_400,
+)
+DURATION_BUCKETS: Final = (
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5,
+)  # fmt: skip
+
+
+class CheckpointReader(MetricReader):
+    """Exports on demand and remembers whether the export succeeded."""
+
+    def __init__(self, exporter: MetricExporter | None) -> None:
+        super().__init__(
+            preferred_temporality={
+                Counter: AggregationTemporality.CUMULATIVE,
+                Histogram: AggregationTemporality.CUMULATIVE,
+            }
+        )
+        self._exporter = exporter
+        self._lock = threading.Lock()
+        self._last_ok = exporter is None
+
+    def _receive_metrics(
+        self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any
+    ) -> None:
+        if self._exporter is None:
+            self._last_ok = True
+            return
+        try:
+            result = self._exporter.export(metrics_data, timeout_millis=timeout_millis)
+        except Exception:
+            log.debug("metric export raised", exc_info=True)
+            result = MetricExportResult.FAILURE
+        self._last_ok = result is MetricExportResult.SUCCESS
+
+    def export_now(self) -> bool:
+        with self._lock:  # one export at a time, and its result is ours
+            self._last_ok = False
+            self.collect()
+            return self._last_ok
+
+    def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
+        if self._exporter is not None:
+            self._exporter.shutdown(timeout_millis=timeout_millis)
+
+
+def build_resource() -> Resource:
+    """OTEL_SERVICE_NAME / OTEL_RESOURCE_ATTRIBUTES win; else our defaults."""
+    detected = Resource.create()
+    defaults: dict[str, str] = {}
+    if str(detected.attributes.get(SERVICE_NAME, "unknown_service")).startswith("unknown_service"):
+        defaults[SERVICE_NAME] = DEFAULT_SERVICE_NAME
+    if SERVICE_INSTANCE_ID not in detected.attributes:
+        defaults[SERVICE_INSTANCE_ID] = str(uuid.uuid4())
+    return detected.merge(Resource(defaults))
+
+
+def build_exporter(settings: Settings) -> MetricExporter | None:
+    if settings.otel_metrics_exporter == "none":
+        return None
+    if settings.otel_metrics_exporter == "console":
+        return ConsoleMetricExporter()
+    if settings.otel_exporter_otlp_protocol == "grpc":
+        from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import (
+            OTLPMetricExporter as GrpcExporter,
+        )
+
+        return GrpcExporter()
+    from opentelemetry.exporter.otlp.proto.http.metric_exporter import (
+        OTLPMetricExporter as HttpExporter,
+    )
+
+    return HttpExporter()
+
+
+class Metrics:
+    """The contract's instruments, and the `SQSObserver` the adapter reports to."""
+
+    def __init__(self, settings: Settings, exporter: MetricExporter | None = None) -> None:
+        self.resource = build_resource()
+        self._reader = CheckpointReader(exporter)
+        self._provider = MeterProvider(
+            resource=self.resource,
+            metric_readers=[self._reader],
+            views=[
+                View(
+                    instrument_name="nps.event.lag",
+                    aggregation=ExplicitBucketHistogramAggregation(LAG_BUCKETS),
+                ),
+                View(
+                    instrument_name="messaging.process.duration",
+                    aggregation=ExplicitBucketHistogramAggregation(DURATION_BUCKETS),
+                ),
+            ],
+        )
+        meter = self._provider.get_meter("nps-worker")
+        self._events = meter.create_counter(
+            "nps.events", unit="{event}", description="Valid events counted, by type."
+        )
+        self._value = meter.create_counter(
+            "nps.event.value", unit="1", description="Sum of the value field, by type."
+        )
+        self._rejected = meter.create_counter(
+            "nps.events.rejected",
+            unit="{event}",
+            description="Messages dead-lettered, by reason.",
+        )
+        self._lag = meter.create_histogram(
+            "nps.event.lag", unit="s", description="Processing time minus occurred_at."
+        )
+        self._consumed = meter.create_counter(
+            "messaging.client.consumed.messages",
+            unit="{message}",
+            description="Messages received from SQS.",
+        )
+        self._duration = meter.create_histogram(
+            "messaging.process.duration",
+            unit="s",
+            description="Time to process one message.",
+        )
+        self._type_cap = TypeCap(settings.max_event_types)
+        self._type_attributes: dict[str, Mapping[str, str]] = {}
+        self._queue_attributes: dict[str, Mapping[str, str]] = {}
+        self.totals = Totals()
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Metrics:
+        return cls(settings, build_exporter(settings))
+
+    # Domain
+
+    def record_event(self, event: Event) -> None:
+        label = self._type_cap.label(event.type)
+        attributes = self._type_attributes.get(label)
+        if attributes is None:
+            attributes = self._type_attributes[label] = {"event.type": label}
+        self._events.add(1, attributes)
+        self._value.add(event.value, attributes)
+        self._lag.record(max(0.0, time.time() - event.occurred_at.timestamp()), attributes)
+        self.totals.add(label, event.value)
+
+    # SQSObserver
+
+    def received(self, queue: str, count: int) -> None:
+        self._consumed.add(count, self._queue(queue))
+
+    def processed(self, queue: str, seconds: float) -> None:
+        self._duration.record(seconds, self._queue(queue))
+
+    def dead_lettered(self, reason: str) -> None:
+        self._rejected.add(1, {"reason": reason})
+
+    def _queue(self, queue: str) -> Mapping[str, str]:
+        attributes = self._queue_attributes.get(queue)
+        if attributes is None:
+            attributes = self._queue_attributes[queue] = {
+                "messaging.system": MESSAGING_SYSTEM,
+                "messaging.destination.name": queue.rstrip("/").rsplit("/", 1)[-1],
+            }
+        return attributes
+
+    # Export
+
+    async def checkpoint(self) -> bool:
+        """Export everything recorded so far; True once the Collector has it."""
+        return await asyncio.to_thread(self._reader.export_now)
+
+    def shutdown(self) -> None:
+        self._provider.shutdown()
