@@ -16,13 +16,14 @@ from faststream._internal.endpoint.subscriber.call_item import CallsCollection
 from faststream._internal.logger import DefaultLoggerStorage, make_logger_state
 from faststream._internal.logger.logging import get_broker_logger
 from faststream._internal.parser import DefaultCodec
+from faststream._internal.producer import ProducerProto
 from faststream.exceptions import FeatureNotSupportedException
 from faststream.middlewares import AckPolicy
 from faststream.response import PublishCommand
 from faststream.response.publish_type import PublishType
 from faststream.specification.schema import BrokerSpec
 
-from .client import OutgoingMessage, SQSClient
+from .client import OutgoingMessage, RawMessage, SQSClient
 from .config import (
     SQSBrokerConfig,
     SQSSubscriberConfig,
@@ -63,7 +64,7 @@ class SQSLoggerStorage(DefaultLoggerStorage):
         return logger
 
 
-class SQSProducer:
+class SQSProducer(ProducerProto[PublishCommand]):
     """Sends a message with SendMessageBatch; enough for `broker.publish`."""
 
     def __init__(self, config: SQSBrokerConfig) -> None:
@@ -89,7 +90,7 @@ class SQSProducer:
         raise FeatureNotSupportedException("use publish() per message")
 
 
-class SQSRegistrator(Registrator["RawMessage", SQSBrokerConfig]):
+class SQSRegistrator(Registrator[RawMessage, SQSBrokerConfig]):
     def subscriber(  # type: ignore[override]
         self,
         queue: str,
@@ -109,7 +110,7 @@ class SQSRegistrator(Registrator["RawMessage", SQSBrokerConfig]):
     ) -> SQSSubscriber:
         """Consume `queue` (a name or URL) with `concurrency` long-polling loops."""
         config = cast("SQSBrokerConfig", self.config)
-        calls = CallsCollection["RawMessage"]()
+        calls = CallsCollection[RawMessage]()
         subscriber = SQSSubscriber(
             SQSSubscriberConfig(
                 queue=queue,
@@ -139,11 +140,11 @@ class SQSRegistrator(Registrator["RawMessage", SQSBrokerConfig]):
             dependencies_=dependencies,
         )
 
-    def publisher(self, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+    def publisher(self, *args: Any, **kwargs: Any) -> Any:
         raise FeatureNotSupportedException("SQSBroker is consume-only; use broker.publish()")
 
 
-class SQSBroker(SQSRegistrator, BrokerUsecase["RawMessage", SQSClient, SQSBrokerConfig]):
+class SQSBroker(SQSRegistrator, BrokerUsecase[RawMessage, SQSClient, SQSBrokerConfig]):
     """A consume-only FastStream broker for Amazon SQS (boto3 underneath)."""
 
     def __init__(
@@ -242,7 +243,10 @@ class SQSBroker(SQSRegistrator, BrokerUsecase["RawMessage", SQSClient, SQSBroker
         subscribers = self.sqs_subscribers
         return self.running and bool(subscribers) and all(s.running for s in subscribers)
 
-    async def publish(  # type: ignore[override]
+    async def request(self, *args: Any, **kwargs: Any) -> Any:
+        raise FeatureNotSupportedException("SQS has no request/reply")
+
+    async def publish(
         self,
         message: SendableMessage = None,
         queue: str = "",

@@ -93,10 +93,14 @@ class SQSClient:
             # The poll loop owns backoff; botocore's own retries would hide outages.
             retries={"max_attempts": 2, "mode": "standard"},
         )
-        session = boto3.session.Session(region_name=region_name, **(credentials or {}))
+        session = boto3.session.Session(
+            region_name=region_name,
+            aws_access_key_id=(credentials or {}).get("aws_access_key_id"),
+            aws_secret_access_key=(credentials or {}).get("aws_secret_access_key"),
+        )
         self._boto: Boto3SQSClient = session.client("sqs", endpoint_url=endpoint_url, config=config)
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="sqs")
-        self.read_timeout = config.read_timeout
+        self.read_timeout = wait_time_seconds + READ_TIMEOUT_MARGIN
 
     @property
     def endpoint_url(self) -> str:
@@ -140,9 +144,9 @@ class SQSClient:
         response = await self._call(
             self._boto.get_queue_attributes,
             QueueUrl=queue_url,
-            AttributeNames=list(names),  # type: ignore[arg-type]
+            AttributeNames=list(names),
         )
-        return dict(response.get("Attributes", {}))
+        return {str(k): v for k, v in response.get("Attributes", {}).items()}
 
     async def queue_arn(self, queue_url: str) -> str:
         return (await self.queue_attributes(queue_url, ["QueueArn"]))["QueueArn"]
@@ -182,7 +186,7 @@ class SQSClient:
                 message_id=m["MessageId"],
                 receipt_handle=m["ReceiptHandle"],
                 body=m.get("Body", ""),
-                attributes=m.get("Attributes", {}),
+                attributes={str(k): v for k, v in m.get("Attributes", {}).items()},
                 message_attributes=m.get("MessageAttributes", {}),
             )
             for m in response.get("Messages", [])
@@ -196,7 +200,7 @@ class SQSClient:
             response = await self._call(
                 self._boto.delete_message_batch,
                 QueueUrl=queue_url,
-                Entries=entries,  # type: ignore[arg-type]
+                Entries=entries,
             )
             failed.extend(chunk[int(f["Id"])] for f in response.get("Failed", []))
         return failed
@@ -218,7 +222,7 @@ class SQSClient:
             response = await self._call(
                 self._boto.change_message_visibility_batch,
                 QueueUrl=queue_url,
-                Entries=entries,  # type: ignore[arg-type]
+                Entries=entries,
             )
             failed.extend(chunk[int(f["Id"])].receipt_handle for f in response.get("Failed", []))
         return failed
@@ -241,7 +245,7 @@ class SQSClient:
             response = await self._call(
                 self._boto.send_message_batch,
                 QueueUrl=queue_url,
-                Entries=entries,  # type: ignore[arg-type]
+                Entries=entries,
             )
             failures += len(response.get("Failed", []))
         return failures

@@ -104,6 +104,7 @@ class Settler:
         self._to_delete: list[str] = []
         self._room = asyncio.Event()
         self._room.set()
+        self._closing = asyncio.Event()
         self._last_checkpoint = time.monotonic()
         self._checkpoint_lock = asyncio.Lock()
 
@@ -145,9 +146,12 @@ class Settler:
         await self._change_visibility([VisibilityChange(m.receipt_handle, 0) for m in messages])
 
     async def run(self) -> None:
-        """Background loop: extend visibility, checkpoint and delete. Never raises."""
-        while True:
-            await asyncio.sleep(self._tick())
+        """Background loop until `close`: extend visibility, checkpoint and delete."""
+        while not self._closing.is_set():
+            try:
+                await asyncio.wait_for(self._closing.wait(), timeout=self._tick())
+            except TimeoutError:
+                pass
             try:
                 await self._extend_expiring()
                 if self._checkpoint_due():
@@ -178,25 +182,24 @@ class Settler:
                 self._forget(batch)
             return True
 
+    def stop(self) -> None:
+        """Ask `run` to finish its current step and return."""
+        self._closing.set()
+
     async def close(self) -> None:
-        """Last flush; whatever could not be made durable goes back to the queue."""
+        """Last flush; whatever is still held after it goes back to the queue."""
+        self.stop()
         try:
-            durable = await self.flush()
+            await self.flush()
         except Exception:
             log.warning("final delete failed", exc_info=True)
-            durable = False
-        if not durable and self._held:
+        if self._held:
             stranded = [held.message for held in self._held.values()]
-            log.warning(
-                "handing %d message(s) back: their counts could not be exported",
-                len(stranded),
-            )
+            log.warning("handing back %d message(s) whose counts were not exported", len(stranded))
             try:
                 await self.release(stranded)
             except Exception:
-                log.warning(
-                    "could not hand messages back; they reappear after their visibility timeout"
-                )
+                log.warning("could not hand messages back; they reappear after their timeout")
 
     def _tick(self) -> float:
         return max(

@@ -85,7 +85,7 @@ class SQSSubscriber(SubscriberUsecase[RawMessage]):
     ) -> None:
         config.parser = parse_message
         config.decoder = decode_body
-        super().__init__(config, specification, calls)
+        super().__init__(config, specification, calls)  # type: ignore[arg-type]
         self.queue = config.queue
         self.dead_letter_queue = config.dead_letter_queue
         self.max_messages = config.max_messages
@@ -120,10 +120,11 @@ class SQSSubscriber(SubscriberUsecase[RawMessage]):
             for task in late:
                 task.cancel()
             self._pollers = []
-        if self._settling is not None:
-            self._settling.cancel()
-            self._settling = None
         if self._settler is not None:
+            self._settler.stop()
+            if self._settling is not None:
+                await self._settling  # lets a checkpoint in progress finish
+                self._settling = None
             await self._settler.close()
             self._settler = None
         await super().stop()

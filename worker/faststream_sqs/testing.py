@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections.abc import Generator, Iterator
 from contextlib import contextmanager
 from typing import Any
-from unittest.mock import MagicMock
 from uuid import uuid4
 
 from faststream._internal.parser import DefaultCodec
@@ -34,8 +33,8 @@ class TestSQSBroker(TestBroker[SQSBroker], broker=SQSBroker):
         with change_producer(broker.config.broker_config, FakeProducer(self.brokers)):
             yield
 
-    async def _fake_connect(self, broker: SQSBroker, *args: Any, **kwargs: Any) -> MagicMock:
-        return MagicMock()
+    async def _fake_connect(self, broker: SQSBroker, *args: Any, **kwargs: Any) -> None:
+        return None
 
 
 class FakeProducer(SQSProducer):

@@ -1,0 +1,95 @@
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from moto.server import ThreadedMotoServer
+
+from tests.otlp import OTLPReceiver
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def sqs_endpoint() -> Iterator[str]:
+    """moto's SQS server, over HTTP on 127.0.0.1 and a free port."""
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def otlp() -> Iterator[OTLPReceiver]:
+    receiver = OTLPReceiver()
+    receiver.start()
+    yield receiver
+    receiver.stop()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Env:
+    """Environment for a worker subprocess pointed at the test's SQS and receiver."""
+
+    values: dict[str, str]
+
+    def with_(self, **changes: str) -> dict[str, str]:
+        return {**self.values, **changes}
+
+
+@pytest.fixture
+def worker_env(sqs_endpoint: str, otlp: OTLPReceiver, request: pytest.FixtureRequest) -> Env:
+    queue = "q-" + request.node.name.replace("[", "-").replace("]", "")[:60]
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "SQS_", "AWS_"))}
+    return Env(
+        base
+        | {
+            "AWS_ENDPOINT_URL_SQS": sqs_endpoint,
+            "AWS_REGION": "us-east-1",
+            "AWS_ACCESS_KEY_ID": "test",
+            "AWS_SECRET_ACCESS_KEY": "test",
+            "SQS_QUEUE_NAME": queue[:70],
+            "SQS_WAIT_TIME_SECONDS": "1",
+            "HEALTH_PORT": "0",
+            "OTEL_EXPORTER_OTLP_ENDPOINT": otlp.endpoint,
+            "OTEL_METRIC_EXPORT_INTERVAL": "1000",
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+
+
+def nps_worker(*args: str, env: dict[str, str], **kwargs: object) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "worker", *args],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **kwargs,  # type: ignore[call-overload]
+    )
+
+
+def run_cli(*args: str, env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "worker", *args],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )

@@ -1,0 +1,174 @@
+"""`nps-worker run` as a subprocess against moto's SQS server, metrics on the wire."""
+
+from __future__ import annotations
+
+import json
+import random
+import signal
+import time
+import urllib.request
+from collections import Counter
+from datetime import UTC, datetime
+
+import pytest
+
+from tests.conftest import Env, free_port, nps_worker, run_cli
+from tests.otlp import OTLPReceiver
+from tests.sqs import depth, drain, send_bodies, sqs_client
+from worker.events import Rejection, parse_event
+from worker.kata import scenarios
+
+pytestmark = pytest.mark.integration
+
+
+def wait_until(condition: object, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():  # type: ignore[operator]
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def provision(env: dict[str, str]) -> tuple[str, str]:
+    result = run_cli("provision", env=env)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.split()
+    return lines[1], lines[4]
+
+
+def stop(process: object, timeout: float) -> tuple[int, float, str]:
+    started = time.monotonic()
+    process.send_signal(signal.SIGTERM)  # type: ignore[attr-defined]
+    _, stderr = process.communicate(timeout=timeout)  # type: ignore[attr-defined]
+    return process.returncode, time.monotonic() - started, stderr  # type: ignore[attr-defined]
+
+
+def test_kata_traffic_is_counted_exactly_and_malformed_messages_are_dead_lettered(
+    worker_env: Env, sqs_endpoint: str, otlp: OTLPReceiver
+) -> None:
+    env = worker_env.values
+    queue_url, dlq_url = provision(env)
+    sqs = sqs_client(sqs_endpoint)
+    ledger = scenarios(10, datetime.now(UTC), random.Random(2))
+    send_bodies(sqs, queue_url, [m.body for m in ledger])
+
+    worker = nps_worker("run", env=env)
+    wait_until(lambda: depth(sqs, queue_url) == (0, 0), 60, "the queue to drain")
+    code, _, stderr = stop(worker, 30)
+    assert code == 0, stderr
+
+    valid = [m for m in ledger if m.valid]
+    malformed = [m for m in ledger if not m.valid]
+    assert (len(valid), len(malformed)) == (200, 70)
+    expected_counts = Counter(m.type for m in valid)
+    expected_sums: dict[str, float] = {}
+    for m in valid:
+        assert m.type is not None
+        expected_sums[m.type] = expected_sums.get(m.type, 0) + m.value
+    assert otlp.fleet_totals("nps.events", "event.type") == expected_counts
+    sums = otlp.fleet_totals("nps.event.value", "event.type")
+    assert sums.keys() == expected_sums.keys()
+    for event_type, total in expected_sums.items():
+        assert sums[event_type] == pytest.approx(total, abs=1e-6)
+
+    dead = drain(sqs, dlq_url)
+    assert sorted(m["Body"] for m in dead) == sorted(m.body for m in malformed)
+    for message in dead:
+        outcome = parse_event(message["Body"])
+        assert isinstance(outcome, Rejection)
+        attributes = message["MessageAttributes"]
+        assert attributes["nps-reject-reason"]["StringValue"] == outcome.reason
+        assert attributes["nps-reject-detail"]["StringValue"] == outcome.detail
+    rejected = otlp.fleet_totals("nps.events.rejected", "reason")
+    assert rejected == Counter(parse_event(m.body).reason for m in malformed)  # type: ignore[union-attr]
+    consumed = otlp.fleet_totals("messaging.client.consumed.messages", "messaging.system")
+    assert consumed == {"aws_sqs": 270}
+
+
+def test_sigterm_during_a_backlog_exits_promptly_and_loses_nothing(
+    worker_env: Env, sqs_endpoint: str, otlp: OTLPReceiver
+) -> None:
+    env = worker_env.with_(SQS_WAIT_TIME_SECONDS="5")
+    queue_url, _ = provision(env)
+    sqs = sqs_client(sqs_endpoint)
+    sent = 1500
+    body = json.dumps({"type": "pageview", "value": 1, "occurred_at": "2020-10-06 10:02:05"})
+    send_bodies(sqs, queue_url, [body] * sent)
+
+    worker = nps_worker("run", env=env)
+    wait_until(lambda: sum(depth(sqs, queue_url)) < sent - 100, 60, "some progress")
+    code, took, stderr = stop(worker, 30)
+    assert code == 0, stderr
+    assert took < 5 + 10
+
+    visible, in_flight = depth(sqs, queue_url)
+    assert in_flight == 0  # nothing stranded: what was not finished was handed back
+    counted = otlp.fleet_totals("nps.events", "event.type").get("pageview", 0)
+    assert counted > 0
+    assert counted + visible == sent
+
+
+def test_health_endpoints_report_liveness_and_readiness(
+    worker_env: Env, sqs_endpoint: str
+) -> None:
+    port = free_port()
+    env = worker_env.with_(HEALTH_PORT=str(port))
+    provision(env)
+    worker = nps_worker("run", env=env)
+
+    def status(path: str) -> int:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2) as reply:
+                return int(reply.status)
+        except urllib.error.HTTPError as error:
+            return error.code
+        except OSError:
+            return 0
+
+    try:
+        wait_until(lambda: status("/readyz") == 200, 30, "readiness")
+        wait_until(lambda: status("/healthz") == 200, 30, "liveness")
+        assert status("/nope") == 404
+    finally:
+        code, _, stderr = stop(worker, 30)
+    assert code == 0, stderr
+
+
+def test_a_missing_queue_is_one_readable_line(worker_env: Env) -> None:
+    result = run_cli("run", env=worker_env.with_(SQS_QUEUE_NAME="never-created"))
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "never-created" in lines[0]
+    assert "nps-worker provision" in lines[0]
+
+
+def test_provision_is_idempotent_and_sets_the_redrive_policy(
+    worker_env: Env, sqs_endpoint: str
+) -> None:
+    env = worker_env.with_(SQS_MAX_RECEIVE_COUNT="5")
+    first = provision(env)
+    assert provision(env) == first
+    sqs = sqs_client(sqs_endpoint)
+    policy = json.loads(
+        sqs.get_queue_attributes(QueueUrl=first[0], AttributeNames=["RedrivePolicy"])[
+            "Attributes"
+        ]["RedrivePolicy"]
+    )
+    assert int(policy["maxReceiveCount"]) == 5
+    assert policy["deadLetterTargetArn"].endswith(":" + env["SQS_QUEUE_NAME"] + "-dlq")
+
+
+def test_produce_sends_the_kata_mix(worker_env: Env, sqs_endpoint: str) -> None:
+    env = worker_env.values
+    queue_url, _ = provision(env)
+    result = run_cli("produce", "--scenarios", "2", env=env)
+    assert result.returncode == 0, result.stderr
+    outcomes = [parse_event(m["Body"]) for m in drain(sqs_client(sqs_endpoint), queue_url)]
+    reasons = Counter(o.reason if isinstance(o, Rejection) else "valid" for o in outcomes)
+    assert reasons == {"valid": 40, "missing_field": 8, "invalid_field": 6}
+    late = [
+        o for o in outcomes if not isinstance(o, Rejection) and o.occurred_at.hour != datetime.now(UTC).hour
+    ]
+    assert len(late) >= 8 - 1  # 4 per scenario an hour late (one may straddle the hour)
