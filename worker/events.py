@@ -35,6 +35,8 @@ _TIME_PROBLEM: Final = "must be 'YYYY-MM-DD HH:MM:SS' or an ISO 8601 date and ti
 
 
 def _parse_occurred_at(raw: object) -> datetime:
+    if isinstance(raw, datetime):  # built in code, not from JSON
+        return raw.replace(tzinfo=UTC) if raw.tzinfo is None else raw
     if not isinstance(raw, str):
         raise ValueError("must be a string")
     try:

@@ -68,7 +68,7 @@ class CheckpointReader(MetricReader):
         )
         self._exporter = exporter
         self._lock = threading.Lock()
-        self._last_ok = exporter is None
+        self._last_ok: bool | None = None
 
     def _receive_metrics(
         self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any
@@ -85,9 +85,10 @@ class CheckpointReader(MetricReader):
 
     def export_now(self) -> bool:
         with self._lock:  # one export at a time, and its result is ours
-            self._last_ok = False
+            self._last_ok = None
             self.collect()
-            return self._last_ok
+            # No data means nothing to make durable: the SDK then skips the export.
+            return self._last_ok is not False
 
     def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
         if self._exporter is not None:

@@ -1,0 +1,51 @@
+"""The command line as users meet it: help, bad configuration, the demo."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from tests.conftest import run_cli
+
+CLEAN_ENV = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "SQS_", "AWS_"))}
+
+
+@pytest.mark.parametrize("command", [[], ["run"], ["demo"], ["produce"], ["provision"]])
+def test_every_command_has_help(command: list[str]) -> None:
+    result = run_cli(*command, "--help", env=CLEAN_ENV)
+    assert result.returncode == 0
+    assert "usage: nps-worker" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("SQS_WAIT_TIME_SECONDS", "30"),
+        ("MAX_MESSAGES_PER_BATCH", "0"),
+        ("WORKER_CONCURRENCY", "many"),
+        ("LOG_FORMAT", "xml"),
+        ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json"),
+    ],
+)
+def test_bad_configuration_is_one_line_naming_the_setting(variable: str, value: str) -> None:
+    result = run_cli("run", env=CLEAN_ENV | {variable: value})
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert variable in lines[0]
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.integration
+def test_demo_prints_a_summary_of_exactly_the_valid_events() -> None:
+    result = run_cli("demo", "--events", "270", env=CLEAN_ENV)
+    assert result.returncode == 0, result.stderr
+    summary = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [row["type"] for row in summary] == sorted(row["type"] for row in summary)
+    assert {row["type"] for row in summary} <= {"pageview", "added-to-basket", "purchase"}
+    assert sum(row["count"] for row in summary) == 200  # 20 valid in each of 10 scenarios
+    pageviews = next(row for row in summary if row["type"] == "pageview")
+    assert pageviews["sum"] == pageviews["count"]  # a pageview's value is always 1
+    assert "dead-letter queue depth: 70" in result.stderr
