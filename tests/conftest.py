@@ -71,7 +71,7 @@ def worker_env(sqs_endpoint: str, otlp: OTLPReceiver, request: pytest.FixtureReq
     )
 
 
-def nps_worker(*args: str, env: dict[str, str], **kwargs: object) -> subprocess.Popen[str]:
+def nps_worker(*args: str, env: dict[str, str]) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-m", "worker", *args],
         env=env,
@@ -79,11 +79,12 @@ def nps_worker(*args: str, env: dict[str, str], **kwargs: object) -> subprocess.
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        **kwargs,  # type: ignore[call-overload]
     )
 
 
-def run_cli(*args: str, env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    *args: str, env: dict[str, str], timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "worker", *args],
         env=env,

@@ -21,8 +21,7 @@ def sqs_client(endpoint: str) -> Any:
 def send_bodies(sqs: Any, queue_url: str, bodies: Sequence[str]) -> None:
     for start in range(0, len(bodies), 10):
         entries = [
-            {"Id": str(i), "MessageBody": body}
-            for i, body in enumerate(bodies[start : start + 10])
+            {"Id": str(i), "MessageBody": body} for i, body in enumerate(bodies[start : start + 10])
         ]
         response = sqs.send_message_batch(QueueUrl=queue_url, Entries=entries)
         assert not response.get("Failed"), response

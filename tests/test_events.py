@@ -13,7 +13,11 @@ from worker.events import MAX_DETAIL_CHARS, REJECT_REASONS, Event, Rejection, pa
 
 
 def body(**fields: object) -> bytes:
-    event: dict[str, object] = {"type": "purchase", "value": 12.5, "occurred_at": "2020-10-06 10:02:05"}
+    event: dict[str, object] = {
+        "type": "purchase",
+        "value": 12.5,
+        "occurred_at": "2020-10-06 10:02:05",
+    }
     event.update(fields)
     return json.dumps({k: v for k, v in event.items() if v is not ...}).encode()
 
@@ -67,8 +71,14 @@ def test_extra_keys_are_ignored() -> None:
         (b"{not json", "malformed_json"),
         (b"\xff\xfe{}", "malformed_json"),
         (b'{"type": "a", "value": NaN, "occurred_at": "2020-10-06 10:02:05"}', "invalid_field"),
-        (b'{"type": "a", "value": Infinity, "occurred_at": "2020-10-06 10:02:05"}', "invalid_field"),
-        (b'{"type": "a", "value": -Infinity, "occurred_at": "2020-10-06 10:02:05"}', "invalid_field"),
+        (
+            b'{"type": "a", "value": Infinity, "occurred_at": "2020-10-06 10:02:05"}',
+            "invalid_field",
+        ),
+        (
+            b'{"type": "a", "value": -Infinity, "occurred_at": "2020-10-06 10:02:05"}',
+            "invalid_field",
+        ),
         (b"[]", "not_an_object"),
         (b'"purchase"', "not_an_object"),
         (b"42", "not_an_object"),
@@ -129,7 +139,9 @@ def test_arbitrary_bytes_never_raise(raw: bytes) -> None:
         st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=70),
     )
 )
-def test_arbitrary_objects_are_an_event_or_one_of_the_four_reasons(document: dict[str, object]) -> None:
+def test_arbitrary_objects_are_an_event_or_one_of_the_four_reasons(
+    document: dict[str, object],
+) -> None:
     outcome = parse_event(json.dumps(document))
     if isinstance(outcome, Rejection):
         assert outcome.reason in {"missing_field", "invalid_field"}

@@ -11,7 +11,6 @@ import inspect
 from importlib.metadata import version
 
 import pytest
-
 from faststream._internal.broker import BrokerUsecase
 from faststream._internal.broker.registrator import Registrator
 from faststream._internal.configs import BrokerConfig, SubscriberUsecaseConfig
@@ -34,14 +33,23 @@ def test_the_pinned_version_is_installed() -> None:
     ("func", "expected"),
     [
         (SubscriberUsecase.__init__, ["self", "config", "specification", "calls"]),
-        (SubscriberSpecification.__init__, ["self", "_outer_config", "specification_config", "calls"]),
-        (BrokerUsecase.__init__, ["self", "config", "specification", "routers", "connection_kwargs"]),
+        (
+            SubscriberSpecification.__init__,
+            ["self", "_outer_config", "specification_config", "calls"],
+        ),
+        (
+            BrokerUsecase.__init__,
+            ["self", "config", "specification", "routers", "connection_kwargs"],
+        ),
         (Registrator.subscriber, ["self", "subscriber", "persistent"]),
         (SubscriberUsecase.add_call, ["self", "parser_", "decoder_", "dependencies_", "codec_"]),
         (SubscriberUsecase.consume, ["self", "msg"]),
         (SubscriberUsecase.process_message, ["self", "msg"]),
         (make_logger_state, ["logger", "log_level", "default_storage_cls"]),
-        (get_broker_logger, ["name", "default_context", "message_id_ln", "fmt", "context", "log_level"]),
+        (
+            get_broker_logger,
+            ["name", "default_context", "message_id_ln", "fmt", "context", "log_level"],
+        ),
         (TestBroker._patch_producer, ["self", "broker"]),
         (TestBroker._fake_connect, ["self", "broker", "args", "kwargs"]),
         (change_producer, ["config", "producer"]),
@@ -52,7 +60,15 @@ def test_signatures_we_call_or_override(func: object, expected: list[str]) -> No
 
 
 def test_hooks_we_implement_are_still_abstract_or_present() -> None:
-    for name in ("start", "stop", "_post_start", "_make_response_publisher", "get_one", "__aiter__", "get_log_context"):
+    for name in (
+        "start",
+        "stop",
+        "_post_start",
+        "_make_response_publisher",
+        "get_one",
+        "__aiter__",
+        "get_log_context",
+    ):
         assert hasattr(SubscriberUsecase, name), name
     abstract = [
         (BrokerUsecase, ("_connect", "ping", "publish", "request")),

@@ -30,7 +30,9 @@ class CapturingExporter(MetricExporter):
         super().__init__()
         self.exports: list[MetricsData] = []
 
-    def export(self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any) -> MetricExportResult:
+    def export(
+        self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any
+    ) -> MetricExportResult:
         self.exports.append(metrics_data)
         return MetricExportResult.SUCCESS
 
@@ -122,12 +124,14 @@ def test_faststreams_opentelemetry_middleware_reports_sqs_messages() -> None:
     async def run() -> None:
         async with TestSQSBroker(broker) as test_broker:
             await test_broker.publish(VALID, QUEUE)
-            handle.mock.assert_called_once_with(VALID)  # type: ignore[union-attr]
+            handle.mock.assert_called_once_with(VALID)
 
     asyncio.run(run())
     data = reader.get_metrics_data()
     assert data is not None
-    names = {m.name: m for rm in data.resource_metrics for sm in rm.scope_metrics for m in sm.metrics}
-    point = next(iter(names["messaging.process.duration"].data.data_points))
+    names = {
+        m.name: m for rm in data.resource_metrics for sm in rm.scope_metrics for m in sm.metrics
+    }
+    point: Any = next(iter(names["messaging.process.duration"].data.data_points))
     assert point.attributes is not None
     assert point.attributes["messaging.system"] == "aws_sqs"

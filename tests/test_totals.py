@@ -7,7 +7,14 @@ from worker.totals import OTHER_TYPE, Totals, TypeCap, summary_lines, totals_sum
 
 def test_the_cap_keeps_the_first_types_and_folds_the_rest_into_other() -> None:
     cap = TypeCap(2)
-    assert [cap.label(t) for t in ["a", "b", "c", "a", "d", "b"]] == ["a", "b", OTHER_TYPE, "a", OTHER_TYPE, "b"]
+    assert [cap.label(t) for t in ["a", "b", "c", "a", "d", "b"]] == [
+        "a",
+        "b",
+        OTHER_TYPE,
+        "a",
+        OTHER_TYPE,
+        "b",
+    ]
 
 
 def test_totals_count_and_sum_per_type() -> None:

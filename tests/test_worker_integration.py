@@ -109,9 +109,7 @@ def test_sigterm_during_a_backlog_exits_promptly_and_loses_nothing(
     assert counted + visible == sent
 
 
-def test_health_endpoints_report_liveness_and_readiness(
-    worker_env: Env, sqs_endpoint: str
-) -> None:
+def test_health_endpoints_report_liveness_and_readiness(worker_env: Env, sqs_endpoint: str) -> None:
     port = free_port()
     env = worker_env.with_(HEALTH_PORT=str(port))
     provision(env)
@@ -152,9 +150,9 @@ def test_provision_is_idempotent_and_sets_the_redrive_policy(
     assert provision(env) == first
     sqs = sqs_client(sqs_endpoint)
     policy = json.loads(
-        sqs.get_queue_attributes(QueueUrl=first[0], AttributeNames=["RedrivePolicy"])[
-            "Attributes"
-        ]["RedrivePolicy"]
+        sqs.get_queue_attributes(QueueUrl=first[0], AttributeNames=["RedrivePolicy"])["Attributes"][
+            "RedrivePolicy"
+        ]
     )
     assert int(policy["maxReceiveCount"]) == 5
     assert policy["deadLetterTargetArn"].endswith(":" + env["SQS_QUEUE_NAME"] + "-dlq")
@@ -169,6 +167,8 @@ def test_produce_sends_the_kata_mix(worker_env: Env, sqs_endpoint: str) -> None:
     reasons = Counter(o.reason if isinstance(o, Rejection) else "valid" for o in outcomes)
     assert reasons == {"valid": 40, "missing_field": 8, "invalid_field": 6}
     late = [
-        o for o in outcomes if not isinstance(o, Rejection) and o.occurred_at.hour != datetime.now(UTC).hour
+        o
+        for o in outcomes
+        if not isinstance(o, Rejection) and o.occurred_at.hour != datetime.now(UTC).hour
     ]
     assert len(late) >= 8 - 1  # 4 per scenario an hour late (one may straddle the hour)

@@ -11,6 +11,7 @@ visible again after an exponential backoff; unsettled ones are handed back at on
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import time
@@ -148,10 +149,8 @@ class Settler:
     async def run(self) -> None:
         """Background loop until `close`: extend visibility, checkpoint and delete."""
         while not self._closing.is_set():
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._closing.wait(), timeout=self._tick())
-            except TimeoutError:
-                pass
             try:
                 await self._extend_expiring()
                 if self._checkpoint_due():
