@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 import pytest
 
 from tests.conftest import Env, free_port, nps_worker, run_cli
-from tests.otlp import OTLPReceiver
+from tests.otlp import GrpcOTLPReceiver, OTLPReceiver
 from tests.sqs import depth, drain, send_bodies, sqs_client
 from worker.events import Rejection, parse_event
 from worker.kata import scenarios
@@ -172,3 +172,24 @@ def test_produce_sends_the_kata_mix(worker_env: Env, sqs_endpoint: str) -> None:
         if not isinstance(o, Rejection) and o.occurred_at.hour != datetime.now(UTC).hour
     ]
     assert len(late) >= 8 - 1  # 4 per scenario an hour late (one may straddle the hour)
+
+
+def test_metrics_also_reach_a_grpc_collector(worker_env: Env, sqs_endpoint: str) -> None:
+    receiver = GrpcOTLPReceiver()
+    receiver.start()
+    try:
+        env = worker_env.with_(
+            OTEL_EXPORTER_OTLP_PROTOCOL="grpc", OTEL_EXPORTER_OTLP_ENDPOINT=receiver.endpoint
+        )
+        queue_url, _ = provision(env)
+        sqs = sqs_client(sqs_endpoint)
+        body = json.dumps({"type": "purchase", "value": 2.5, "occurred_at": "2020-10-06T10:02:05Z"})
+        send_bodies(sqs, queue_url, [body] * 25)
+        worker = nps_worker("run", env=env)
+        wait_until(lambda: depth(sqs, queue_url) == (0, 0), 60, "the queue to drain")
+        code, _, stderr = stop(worker, 30)
+        assert code == 0, stderr
+        assert receiver.fleet_totals("nps.events", "event.type") == {"purchase": 25}
+        assert receiver.fleet_totals("nps.event.value", "event.type") == {"purchase": 62.5}
+    finally:
+        receiver.stop()

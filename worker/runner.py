@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 
 from .app import create_worker
-from .faststream_sqs import QueueNotFound
+from .faststream_sqs import SQS_ERRORS, QueueNotFound, is_missing_queue
 from .queues import make_client
 from .settings import Settings
 
@@ -21,7 +21,9 @@ async def check_queue(settings: Settings) -> None:
     try:
         url = await client.queue_url(settings.queue)
         policy = await client.redrive_policy(url)
-    except QueueNotFound:
+    except (QueueNotFound, *SQS_ERRORS) as error:
+        if not isinstance(error, QueueNotFound) and not is_missing_queue(error):
+            raise
         raise StartupError(
             f"queue {settings.queue!r} does not exist at {client.endpoint_url}; "
             "create it with `nps-worker provision`"

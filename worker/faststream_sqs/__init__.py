@@ -5,7 +5,14 @@ boto3. Everything else in the worker uses the names exported here.
 """
 
 from .broker import SQSBroker
-from .client import SQS_ERRORS, OutgoingMessage, QueueNotFound, RawMessage, SQSClient
+from .client import (
+    SQS_ERRORS,
+    OutgoingMessage,
+    QueueNotFound,
+    RawMessage,
+    SQSClient,
+    is_missing_queue,
+)
 from .message import SQSMessage
 from .opentelemetry import SQSTelemetryMiddleware
 from .settle import (
@@ -32,4 +39,5 @@ __all__ = (
     "SQSTelemetryMiddleware",
     "SettleOptions",
     "TestSQSBroker",
+    "is_missing_queue",
 )

@@ -31,6 +31,12 @@ _MISSING_QUEUE_CODES: Final = frozenset(
 )
 
 
+def is_missing_queue(error: Exception) -> bool:
+    return isinstance(error, ClientError) and (
+        error.response.get("Error", {}).get("Code") in _MISSING_QUEUE_CODES
+    )
+
+
 class QueueNotFound(Exception):
     def __init__(self, queue: str) -> None:
         super().__init__(queue)
@@ -117,12 +123,13 @@ class SQSClient:
     # Queues
 
     async def queue_url(self, queue: str) -> str:
-        """A queue name or URL, resolved to the URL; `QueueNotFound` if absent."""
-        name = queue.rstrip("/").rsplit("/", 1)[-1] if "://" in queue else queue
+        """A queue name resolved to its URL (a URL is taken as it is); `QueueNotFound` if absent."""
+        if "://" in queue:
+            return queue
         try:
-            response = await self._call(self._boto.get_queue_url, QueueName=name)
+            response = await self._call(self._boto.get_queue_url, QueueName=queue)
         except ClientError as error:
-            if error.response.get("Error", {}).get("Code") in _MISSING_QUEUE_CODES:
+            if is_missing_queue(error):
                 raise QueueNotFound(queue) from None
             raise
         return response["QueueUrl"]
