@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import random
 import signal
+import subprocess
+import sys
 import time
 import urllib.request
 from collections import Counter
@@ -193,3 +195,25 @@ def test_metrics_also_reach_a_grpc_collector(worker_env: Env, sqs_endpoint: str)
         assert receiver.fleet_totals("nps.event.value", "event.type") == {"purchase": 62.5}
     finally:
         receiver.stop()
+
+
+def test_faststream_run_serves_the_same_app(
+    worker_env: Env, sqs_endpoint: str, otlp: OTLPReceiver
+) -> None:
+    env = worker_env.values
+    queue_url, dlq_url = provision(env)
+    sqs = sqs_client(sqs_endpoint)
+    ledger = scenarios(1, datetime.now(UTC), random.Random(5))
+    send_bodies(sqs, queue_url, [m.body for m in ledger])
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "faststream", "run", "worker.app:app"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    wait_until(lambda: depth(sqs, queue_url) == (0, 0), 60, "the queue to drain")
+    code, _, stderr = stop(worker, 30)
+    assert code == 0, stderr
+    assert sum(otlp.fleet_totals("nps.events", "event.type").values()) == 20
+    assert depth(sqs, dlq_url) == (7, 0)

@@ -14,6 +14,7 @@ from faststream import FastStream
 from .faststream_sqs import SettleOptions, SQSBroker
 from .handler import subscribe
 from .health import HealthServer
+from .logs import configure_logging
 from .settings import Settings, load_settings
 from .telemetry import Metrics
 
@@ -79,6 +80,9 @@ def create_worker(
 
 
 def __getattr__(name: str) -> Any:
+    # `faststream run worker.app:app` reads this; importing the module builds nothing.
     if name == "app":
-        return create_worker(load_settings()).app
+        settings = load_settings()
+        configure_logging(settings)
+        return create_worker(settings).app
     raise AttributeError(name)
