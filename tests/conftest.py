@@ -9,21 +9,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from moto.server import ThreadedMotoServer
 
 from tests.otlp import OTLPReceiver
+from worker.demo import local_sqs
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="session")
 def sqs_endpoint() -> Iterator[str]:
-    """moto's SQS server, over HTTP on 127.0.0.1 and a free port."""
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
+    """moto's SQS server, over HTTP on 127.0.0.1 and a free port (the demo's own)."""
+    with local_sqs() as endpoint:
+        yield endpoint
 
 
 @pytest.fixture
@@ -71,9 +68,10 @@ def worker_env(sqs_endpoint: str, otlp: OTLPReceiver, request: pytest.FixtureReq
     )
 
 
-def nps_worker(*args: str, env: dict[str, str]) -> subprocess.Popen[str]:
+def nps_worker(*args: str, env: dict[str, str], module: str = "worker") -> subprocess.Popen[str]:
+    """`nps-worker ARGS` (or `python -m MODULE ARGS`) in the background."""
     return subprocess.Popen(
-        [sys.executable, "-m", "worker", *args],
+        [sys.executable, "-m", module, *args],
         env=env,
         cwd=ROOT,
         stdout=subprocess.PIPE,

@@ -6,11 +6,11 @@ import json
 import random
 import signal
 import subprocess
-import sys
 import time
 import urllib.request
 from collections import Counter
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 
@@ -18,7 +18,7 @@ from tests.conftest import Env, free_port, nps_worker, run_cli
 from tests.otlp import GrpcOTLPReceiver, OTLPReceiver
 from tests.sqs import depth, drain, send_bodies, sqs_client
 from worker.events import Rejection, parse_event
-from worker.kata import scenarios
+from worker.kata import KataMessage, scenarios
 
 pytestmark = pytest.mark.integration
 
@@ -39,22 +39,29 @@ def provision(env: dict[str, str]) -> tuple[str, str]:
     return lines[1], lines[4]
 
 
-def stop(process: object, timeout: float) -> tuple[int, float, str]:
+def stop(process: subprocess.Popen[str], timeout: float) -> tuple[int, float, str]:
     started = time.monotonic()
-    process.send_signal(signal.SIGTERM)  # type: ignore[attr-defined]
-    _, stderr = process.communicate(timeout=timeout)  # type: ignore[attr-defined]
-    return process.returncode, time.monotonic() - started, stderr  # type: ignore[attr-defined]
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=timeout)
+    return process.returncode, time.monotonic() - started, stderr
+
+
+def kata_backlog(
+    env: dict[str, str], sqs_endpoint: str, scenario_count: int, seed: int
+) -> tuple[Any, str, str, list[KataMessage]]:
+    """Provisioned queues holding `scenario_count` kata scenarios; returns the ledger too."""
+    queue_url, dlq_url = provision(env)
+    sqs = sqs_client(sqs_endpoint)
+    ledger = scenarios(scenario_count, datetime.now(UTC), random.Random(seed))
+    send_bodies(sqs, queue_url, [m.body for m in ledger])
+    return sqs, queue_url, dlq_url, ledger
 
 
 def test_kata_traffic_is_counted_exactly_and_malformed_messages_are_dead_lettered(
     worker_env: Env, sqs_endpoint: str, otlp: OTLPReceiver
 ) -> None:
     env = worker_env.values
-    queue_url, dlq_url = provision(env)
-    sqs = sqs_client(sqs_endpoint)
-    ledger = scenarios(10, datetime.now(UTC), random.Random(2))
-    send_bodies(sqs, queue_url, [m.body for m in ledger])
-
+    sqs, queue_url, dlq_url, ledger = kata_backlog(env, sqs_endpoint, 10, seed=2)
     worker = nps_worker("run", env=env)
     wait_until(lambda: depth(sqs, queue_url) == (0, 0), 60, "the queue to drain")
     code, _, stderr = stop(worker, 30)
@@ -201,17 +208,8 @@ def test_faststream_run_serves_the_same_app(
     worker_env: Env, sqs_endpoint: str, otlp: OTLPReceiver
 ) -> None:
     env = worker_env.values
-    queue_url, dlq_url = provision(env)
-    sqs = sqs_client(sqs_endpoint)
-    ledger = scenarios(1, datetime.now(UTC), random.Random(5))
-    send_bodies(sqs, queue_url, [m.body for m in ledger])
-    worker = subprocess.Popen(
-        [sys.executable, "-m", "faststream", "run", "worker.app:app"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    sqs, queue_url, dlq_url, _ = kata_backlog(env, sqs_endpoint, 1, seed=5)
+    worker = nps_worker("run", "worker.app:app", env=env, module="faststream")
     wait_until(lambda: depth(sqs, queue_url) == (0, 0), 60, "the queue to drain")
     code, _, stderr = stop(worker, 30)
     assert code == 0, stderr
