@@ -62,11 +62,6 @@ class RawMessage:
     def receive_count(self) -> int:
         return int(self.attributes.get("ApproximateReceiveCount", "1"))
 
-    @property
-    def sent_timestamp_ms(self) -> int | None:
-        raw = self.attributes.get("SentTimestamp")
-        return int(raw) if raw else None
-
 
 @dataclass(frozen=True, slots=True)
 class OutgoingMessage:
@@ -106,7 +101,6 @@ class SQSClient:
         )
         self._boto: Boto3SQSClient = session.client("sqs", endpoint_url=endpoint_url, config=config)
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="sqs")
-        self.read_timeout = wait_time_seconds + READ_TIMEOUT_MARGIN
 
     @property
     def endpoint_url(self) -> str:

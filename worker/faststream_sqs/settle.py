@@ -92,11 +92,9 @@ class Settler:
         checkpoint: Checkpoint,
         observer: SQSObserver,
         options: SettleOptions,
-        queue_name: str,
     ) -> None:
         self._client = client
         self._queue_url = queue_url
-        self._queue_name = queue_name
         self._dead_letter_url = dead_letter_url
         self._checkpoint = checkpoint
         self._observer = observer

@@ -148,7 +148,6 @@ class SQSSubscriber(SubscriberUsecase[RawMessage]):
             checkpoint=self._outer_config.checkpoint,
             observer=self._outer_config.observer,
             options=self._outer_config.settle,
-            queue_name=self.queue,
         )
 
     # The loop: poll -> consume -> settle
