@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.otlp import OTLPReceiver
-from worker.demo import local_sqs
+from worker.local_sqs import local_sqs
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -41,6 +41,7 @@ def create_worker(
         endpoint_url=endpoint_url,
         region_name=settings.aws_region,
         credentials=credentials,
+        read_timeout=settings.sqs_read_timeout,
         checkpoint=metrics.checkpoint,
         observer=metrics,
         settle=SettleOptions(

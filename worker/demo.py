@@ -8,21 +8,18 @@ ends with the seed's summary.
 from __future__ import annotations
 
 import asyncio
-import functools
 import math
 import os
 import random
 import sys
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import Any, TextIO
+from typing import TextIO
 
 from .app import create_worker
 from .faststream_sqs import SQSClient
 from .kata import SCENARIO_SIZE, scenarios
+from .local_sqs import local_sqs
 from .queues import make_client, provision, send_all
 from .settings import Settings
 from .telemetry import Metrics
@@ -33,51 +30,6 @@ DEMO_CREDENTIALS = {
     "aws_secret_access_key": "demo",
 }
 REFRESH_SECONDS = 0.5
-
-
-class DemoUnavailable(Exception):
-    pass
-
-
-_receive_lock = threading.Lock()
-
-
-def _make_receives_atomic() -> None:
-    """moto picks and marks messages without a lock, so two concurrent receives can
-    return the same message; real SQS never does within a visibility timeout. One lock
-    around moto's receive restores that (a long poll holds it, which only slows moto)."""
-    from moto.sqs.models import SQSBackend
-
-    receive = SQSBackend.receive_message
-    if getattr(receive, "_nps_atomic", False):
-        return
-
-    @functools.wraps(receive)
-    def atomic_receive(self: Any, *args: Any, **kwargs: Any) -> Any:
-        with _receive_lock:
-            return receive(self, *args, **kwargs)
-
-    atomic_receive._nps_atomic = True  # type: ignore[attr-defined]
-    SQSBackend.receive_message = atomic_receive  # type: ignore[method-assign]
-
-
-@contextmanager
-def local_sqs() -> Iterator[str]:
-    """moto's SQS server on 127.0.0.1 and a free port; yields its URL."""
-    try:
-        from moto.server import ThreadedMotoServer
-    except ImportError:
-        raise DemoUnavailable(
-            "the demo needs moto's server: install with `pip install 'nps-worker[demo]'`"
-        ) from None
-    _make_receives_atomic()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    try:
-        yield f"http://{host}:{port}"
-    finally:
-        server.stop()
 
 
 def render(totals: Totals, handled: int, rejected: int, elapsed: float) -> str:

@@ -9,7 +9,7 @@ import random
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
-from .faststream_sqs import OutgoingMessage, SQSClient
+from .faststream_sqs import OutgoingMessage, SQSClient, SQSRefused
 from .kata import KataMessage, scenarios
 from .settings import Settings
 
@@ -25,7 +25,7 @@ def make_client(
 ) -> SQSClient:
     return SQSClient(
         threads=threads,
-        wait_time_seconds=settings.sqs_wait_time_seconds,
+        read_timeout=settings.sqs_read_timeout,
         region_name=settings.aws_region,
         endpoint_url=endpoint_url,
         credentials=credentials,
@@ -62,7 +62,7 @@ async def send_all(client: SQSClient, queue_url: str, messages: Sequence[KataMes
             )
         )
         if any(results):
-            raise RuntimeError(f"SQS refused {sum(results)} message(s)")
+            raise SQSRefused(f"SQS refused {sum(results)} message(s)")
 
 
 async def produce(

@@ -12,6 +12,13 @@ from typing import Annotated, Literal
 from pydantic import AliasChoices, Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+# The worker extends a held message's visibility every third of the timeout and keeps
+# a handled message up to a second for its checkpoint; below this, one slow SQS call
+# lets a message reappear (and be counted twice) while it is still held.
+MIN_VISIBILITY_TIMEOUT = 5
+# Stop polling (one long poll), finish in-hand work, export (OTLP's 10 s timeout), delete.
+SHUTDOWN_MARGIN_SECONDS = 25
+
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 
 
@@ -25,10 +32,11 @@ class Settings(BaseSettings):
     sqs_queue_name: Annotated[str, Field(min_length=1, max_length=80)] = "hands-on-interview"
     sqs_queue_url: str | None = None
     dlq_queue_name: Annotated[str | None, Field(min_length=1, max_length=80)] = None
-    sqs_visibility_timeout: Annotated[int, Field(ge=0, le=43_200)] = 30
+    sqs_visibility_timeout: Annotated[int, Field(le=43_200)] = 30
     sqs_max_receive_count: Annotated[int, Field(ge=1, le=1000)] = 3
     max_messages_per_batch: Annotated[int, Field(ge=1, le=10)] = 10
     sqs_wait_time_seconds: Annotated[int, Field(ge=0, le=20)] = 20
+    sqs_read_timeout: Annotated[int, Field(ge=1, le=300)] = 30
     worker_concurrency: Annotated[int, Field(ge=1, le=64)] = 4
     max_event_types: Annotated[int, Field(ge=1, le=10_000)] = 100
     health_port: Annotated[int, Field(ge=0, le=65_535)] = 8080
@@ -47,6 +55,21 @@ class Settings(BaseSettings):
             object.__setattr__(self, "dlq_queue_name", f"{self.sqs_queue_name}-dlq")
         return self
 
+    @model_validator(mode="after")
+    def _fits_the_ack_design(self) -> Settings:
+        if self.sqs_visibility_timeout < MIN_VISIBILITY_TIMEOUT:
+            raise ValueError(
+                f"SQS_VISIBILITY_TIMEOUT={self.sqs_visibility_timeout} is too short: the worker "
+                f"needs at least {MIN_VISIBILITY_TIMEOUT} s to extend a held message's "
+                "visibility before it expires"
+            )
+        if self.sqs_wait_time_seconds >= self.sqs_read_timeout:
+            raise ValueError(
+                f"SQS_WAIT_TIME_SECONDS={self.sqs_wait_time_seconds} must be below "
+                f"SQS_READ_TIMEOUT={self.sqs_read_timeout}: a long poll would be cut off mid-wait"
+            )
+        return self
+
     @property
     def dead_letter_queue_name(self) -> str:
         assert self.dlq_queue_name is not None  # set by the validator above
@@ -56,6 +79,11 @@ class Settings(BaseSettings):
     def queue(self) -> str:
         """What the subscriber consumes: the URL when given, else the name."""
         return self.sqs_queue_url or self.sqs_queue_name
+
+    @property
+    def shutdown_budget_seconds(self) -> int:
+        """From SIGTERM to exit, at most: what grace periods must exceed."""
+        return self.sqs_wait_time_seconds + SHUTDOWN_MARGIN_SECONDS
 
     @property
     def export_interval_seconds(self) -> float:
@@ -73,7 +101,10 @@ def load_settings() -> Settings:
 def _one_line(error: ValidationError) -> str:
     problems = []
     for problem in error.errors(include_url=False):
-        name = str(problem["loc"][0]).upper() if problem["loc"] else "configuration"
+        if not problem["loc"]:  # a rule over several settings names them itself
+            problems.append(str(problem["msg"]).removeprefix("Value error, "))
+            continue
+        name = str(problem["loc"][0]).upper()
         given = problem.get("input")
         shown = f" (got {given!r})" if isinstance(given, str | int | float) else ""
         text = problem["msg"]

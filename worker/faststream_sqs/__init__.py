@@ -8,9 +8,13 @@ from .broker import SQSBroker
 from .client import (
     SQS_ERRORS,
     OutgoingMessage,
+    QueueDepth,
     QueueNotFound,
     RawMessage,
     SQSClient,
+    SQSRefused,
+    VisibilityChange,
+    calls_still_running,
     is_missing_queue,
 )
 from .message import SQSMessage
@@ -29,15 +33,19 @@ __all__ = (
     "REJECT_REASON_ATTRIBUTE",
     "SQS_ERRORS",
     "OutgoingMessage",
+    "QueueDepth",
     "QueueNotFound",
     "RawMessage",
     "SQSBroker",
     "SQSClient",
     "SQSMessage",
     "SQSObserver",
+    "SQSRefused",
     "SQSSubscriber",
     "SQSTelemetryMiddleware",
     "SettleOptions",
     "TestSQSBroker",
+    "VisibilityChange",
+    "calls_still_running",
     "is_missing_queue",
 )

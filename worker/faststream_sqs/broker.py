@@ -23,7 +23,7 @@ from faststream.response import PublishCommand
 from faststream.response.publish_type import PublishType
 from faststream.specification.schema import BrokerSpec
 
-from .client import OutgoingMessage, RawMessage, SQSClient
+from .client import DEFAULT_READ_TIMEOUT, OutgoingMessage, RawMessage, SQSClient
 from .config import (
     SQSBrokerConfig,
     SQSSubscriberConfig,
@@ -153,6 +153,7 @@ class SQSBroker(SQSRegistrator, BrokerUsecase[RawMessage, SQSClient, SQSBrokerCo
         endpoint_url: str | None = None,
         region_name: str | None = None,
         credentials: Mapping[str, str] | None = None,
+        read_timeout: float = DEFAULT_READ_TIMEOUT,
         checkpoint: Checkpoint = always_durable,
         observer: SQSObserver | None = None,
         settle: SettleOptions | None = None,
@@ -203,6 +204,7 @@ class SQSBroker(SQSRegistrator, BrokerUsecase[RawMessage, SQSClient, SQSBrokerCo
             endpoint_url=endpoint_url,
             region_name=region_name,
             credentials=credentials,
+            read_timeout=read_timeout,
         )
 
     @property
@@ -210,9 +212,14 @@ class SQSBroker(SQSRegistrator, BrokerUsecase[RawMessage, SQSClient, SQSBrokerCo
         return [s for s in self.subscribers if isinstance(s, SQSSubscriber)]
 
     async def _connect(self) -> SQSClient:
-        wait = max((s.wait_time_seconds for s in self.sqs_subscribers), default=20)
+        wait = max((s.wait_time_seconds for s in self.sqs_subscribers), default=0)
+        read_timeout = self._connection_kwargs["read_timeout"]
+        if wait >= read_timeout:
+            raise ValueError(
+                f"a long poll of {wait} s cannot finish within the {read_timeout} s read timeout"
+            )
         threads = sum(s.concurrency for s in self.sqs_subscribers) + EXTRA_THREADS
-        client = SQSClient(threads=threads, wait_time_seconds=wait, **self._connection_kwargs)
+        client = SQSClient(threads=threads, **self._connection_kwargs)
         self.config.broker_config.connect(client)
         return client
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable, Iterable, Mapping, Sequence
+import threading
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
@@ -24,8 +25,8 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
-# A long poll must finish well before the HTTP read timeout, or it is torn down mid-wait.
-READ_TIMEOUT_MARGIN: Final = 10
+# botocore's HTTP read timeout; a long poll must end before it, or it is torn down mid-wait.
+DEFAULT_READ_TIMEOUT: Final = 30
 _MISSING_QUEUE_CODES: Final = frozenset(
     {"AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist"}
 )
@@ -41,6 +42,41 @@ class QueueNotFound(Exception):
     def __init__(self, queue: str) -> None:
         super().__init__(queue)
         self.queue = queue
+
+
+class _RunningCalls:
+    """Counts boto3 calls running on any client's threads (their awaiter may be gone)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._count = 0
+
+    def run(self, func: Callable[..., T], /, **kwargs: Any) -> T:
+        with self._lock:
+            self._count += 1
+        try:
+            return func(**kwargs)
+        finally:
+            with self._lock:
+                self._count -= 1
+
+    @property
+    def count(self) -> int:
+        with self._lock:
+            return self._count
+
+
+_running_calls = _RunningCalls()
+
+
+def calls_still_running() -> int:
+    """At exit Python joins the threads of these calls: one stuck on a dead endpoint
+    would hold the process for two read timeouts, past any shutdown grace period."""
+    return _running_calls.count
+
+
+class SQSRefused(Exception):
+    """SQS answered, but refused some entries of a batch; the message says which step."""
 
 
 @dataclass(slots=True)
@@ -70,6 +106,15 @@ class OutgoingMessage:
 
 
 @dataclass(frozen=True, slots=True)
+class QueueDepth:
+    """SQS's approximate message counts for one queue."""
+
+    visible: int
+    in_flight: int
+    delayed: int
+
+
+@dataclass(frozen=True, slots=True)
 class VisibilityChange:
     receipt_handle: str
     timeout: int
@@ -82,14 +127,14 @@ class SQSClient:
         self,
         *,
         threads: int,
-        wait_time_seconds: int = 20,
+        read_timeout: float = DEFAULT_READ_TIMEOUT,
         region_name: str | None = None,
         endpoint_url: str | None = None,
         credentials: Mapping[str, str] | None = None,
     ) -> None:
         config = Config(
             max_pool_connections=threads,
-            read_timeout=wait_time_seconds + READ_TIMEOUT_MARGIN,
+            read_timeout=read_timeout,
             connect_timeout=5,
             # The poll loop owns backoff; botocore's own retries would hide outages.
             retries={"max_attempts": 2, "mode": "standard"},
@@ -108,7 +153,7 @@ class SQSClient:
 
     async def _call(self, func: Callable[..., T], /, **kwargs: Any) -> T:
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool, partial(func, **kwargs))
+        return await loop.run_in_executor(self._pool, partial(_running_calls.run, func, **kwargs))
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
@@ -154,12 +199,22 @@ class SQSClient:
 
     async def depth(self, queue_url: str) -> int:
         """Messages visible plus in flight: what is still to do."""
+        depth = await self.depths(queue_url)
+        return depth.visible + depth.in_flight
+
+    async def depths(self, queue_url: str) -> QueueDepth:
         attributes = await self.queue_attributes(
             queue_url,
-            ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+            [
+                "ApproximateNumberOfMessages",
+                "ApproximateNumberOfMessagesNotVisible",
+                "ApproximateNumberOfMessagesDelayed",
+            ],
         )
-        return int(attributes.get("ApproximateNumberOfMessages", 0)) + int(
-            attributes.get("ApproximateNumberOfMessagesNotVisible", 0)
+        return QueueDepth(
+            visible=int(attributes.get("ApproximateNumberOfMessages", 0)),
+            in_flight=int(attributes.get("ApproximateNumberOfMessagesNotVisible", 0)),
+            delayed=int(attributes.get("ApproximateNumberOfMessagesDelayed", 0)),
         )
 
     # Messages
@@ -194,44 +249,38 @@ class SQSClient:
         ]
 
     async def delete(self, queue_url: str, receipt_handles: Sequence[str]) -> list[str]:
-        """Delete in batches of 10; return the receipt handles that failed."""
-        failed: list[str] = []
-        for chunk in _chunks(receipt_handles, 10):
+        """Delete in batches of 10, concurrently; return the receipt handles that failed."""
+
+        async def batch(chunk: Sequence[str]) -> list[str]:
             entries = [{"Id": str(i), "ReceiptHandle": h} for i, h in enumerate(chunk)]
             response = await self._call(
-                self._boto.delete_message_batch,
-                QueueUrl=queue_url,
-                Entries=entries,
+                self._boto.delete_message_batch, QueueUrl=queue_url, Entries=entries
             )
-            failed.extend(chunk[int(f["Id"])] for f in response.get("Failed", []))
-        return failed
+            return [chunk[int(f["Id"])] for f in response.get("Failed", [])]
+
+        return await _each_chunk(batch, receipt_handles)
 
     async def change_visibility(
         self, queue_url: str, changes: Sequence[VisibilityChange]
     ) -> list[str]:
-        """Change visibility in batches of 10; return the receipt handles that failed."""
-        failed: list[str] = []
-        for chunk in _chunks(changes, 10):
+        """Change visibility in batches of 10, concurrently; return the receipts that failed."""
+
+        async def batch(chunk: Sequence[VisibilityChange]) -> list[str]:
             entries = [
-                {
-                    "Id": str(i),
-                    "ReceiptHandle": c.receipt_handle,
-                    "VisibilityTimeout": c.timeout,
-                }
+                {"Id": str(i), "ReceiptHandle": c.receipt_handle, "VisibilityTimeout": c.timeout}
                 for i, c in enumerate(chunk)
             ]
             response = await self._call(
-                self._boto.change_message_visibility_batch,
-                QueueUrl=queue_url,
-                Entries=entries,
+                self._boto.change_message_visibility_batch, QueueUrl=queue_url, Entries=entries
             )
-            failed.extend(chunk[int(f["Id"])].receipt_handle for f in response.get("Failed", []))
-        return failed
+            return [chunk[int(f["Id"])].receipt_handle for f in response.get("Failed", [])]
+
+        return await _each_chunk(batch, changes)
 
     async def send(self, queue_url: str, messages: Sequence[OutgoingMessage]) -> int:
-        """Send in batches of 10; return how many failed."""
-        failures = 0
-        for chunk in _chunks(messages, 10):
+        """Send in batches of 10, concurrently; return how many failed."""
+
+        async def batch(chunk: Sequence[OutgoingMessage]) -> list[str]:
             entries = [
                 {
                     "Id": str(i),
@@ -244,12 +293,11 @@ class SQSClient:
                 for i, m in enumerate(chunk)
             ]
             response = await self._call(
-                self._boto.send_message_batch,
-                QueueUrl=queue_url,
-                Entries=entries,
+                self._boto.send_message_batch, QueueUrl=queue_url, Entries=entries
             )
-            failures += len(response.get("Failed", []))
-        return failures
+            return [str(f["Id"]) for f in response.get("Failed", [])]
+
+        return len(await _each_chunk(batch, messages))
 
     async def redrive_policy(self, queue_url: str) -> dict[str, Any] | None:
         attributes = await self.queue_attributes(queue_url, ["RedrivePolicy"])
@@ -257,9 +305,12 @@ class SQSClient:
         return json.loads(policy) if policy else None
 
 
-def _chunks(items: Sequence[T], size: int) -> Iterable[Sequence[T]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
+async def _each_chunk(
+    call: Callable[[Sequence[T]], Awaitable[list[str]]], items: Sequence[T]
+) -> list[str]:
+    """`call` on every batch of 10 at once (the pool bounds how many run); failures joined."""
+    results = await asyncio.gather(*(call(items[i : i + 10]) for i in range(0, len(items), 10)))
+    return [failed for result in results for failed in result]
 
 
 # What a command line may catch to turn an SQS failure into one readable line.

@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Final, Protocol
 
-from .client import OutgoingMessage, RawMessage, SQSClient, VisibilityChange
+from .client import OutgoingMessage, QueueDepth, RawMessage, SQSClient, VisibilityChange
 from .message import ACKED, NACKED, REJECTED
 
 log = logging.getLogger("worker.sqs")
@@ -45,6 +45,8 @@ class SQSObserver(Protocol):
 
     def dead_lettered(self, reason: str) -> None: ...
 
+    def queue_depth(self, queue: str, depth: QueueDepth) -> None: ...
+
 
 class NoObserver:
     def received(self, queue: str, count: int) -> None:
@@ -54,6 +56,9 @@ class NoObserver:
         pass
 
     def dead_lettered(self, reason: str) -> None:
+        pass
+
+    def queue_depth(self, queue: str, depth: QueueDepth) -> None:
         pass
 
 
@@ -81,7 +86,11 @@ class _Held:
 
 
 class Settler:
-    """Holds one queue's received messages until each is deleted or released."""
+    """Holds one queue's received messages until each is deleted or released.
+
+    Two loops run side by side, so a slow export never delays a heartbeat:
+    one extends visibility, the other checkpoints and deletes.
+    """
 
     def __init__(
         self,
@@ -100,7 +109,12 @@ class Settler:
         self._observer = observer
         self._options = options
         self._held: dict[str, _Held] = {}
+        # Handled, waiting for a checkpoint that includes them.
         self._to_delete: list[str] = []
+        # Counted by a successful checkpoint, waiting for SQS to confirm the delete:
+        # these must never be handed back, or they would be counted twice.
+        self._exported: list[str] = []
+        self._delete_failing = False
         self._room = asyncio.Event()
         self._room.set()
         self._closing = asyncio.Event()
@@ -110,6 +124,11 @@ class Settler:
     @property
     def held(self) -> int:
         return len(self._held)
+
+    @property
+    def full(self) -> bool:
+        """Polling is paused on purpose: too many messages wait for a checkpoint."""
+        return not self._room.is_set()
 
     async def wait_for_room(self) -> None:
         await self._room.wait()
@@ -129,7 +148,11 @@ class Settler:
         ]
         unsettled = [m for m in messages if m.outcome is None]
         self._to_delete.extend(m.receipt_handle for m in messages if m.outcome == ACKED)
-        self._to_delete.extend(m.receipt_handle for m in dead_lettered)
+        if dead_lettered:
+            # Their record is the DLQ copy, not a metric: delete now, so a crash cannot
+            # leave a second copy behind by redelivering the original.
+            self._exported.extend(m.receipt_handle for m in dead_lettered)
+            await self._delete_exported()
         if failed:
             await self._change_visibility(
                 [
@@ -145,16 +168,11 @@ class Settler:
         await self._change_visibility([VisibilityChange(m.receipt_handle, 0) for m in messages])
 
     async def run(self) -> None:
-        """Background loop until `close`: extend visibility, checkpoint and delete."""
-        while not self._closing.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._closing.wait(), timeout=self._tick())
-            try:
-                await self._extend_expiring()
-                if self._checkpoint_due():
-                    await self.flush()
-            except Exception:  # an outage: keep holding, try again next tick
-                log.warning("settling messages failed; will retry", exc_info=True)
+        """Background loops until `stop`: heartbeat; checkpoint and delete."""
+        await asyncio.gather(
+            self._every_tick(self._extend_expiring, "extending visibility"),
+            self._every_tick(self._checkpoint_if_due, "checkpoint or delete"),
+        )
 
     async def flush(self) -> bool:
         """Checkpoint, then delete everything handled before it began."""
@@ -169,34 +187,69 @@ class Settler:
             if not durable:
                 self._to_delete[:0] = batch
                 return False
-            if batch:
-                failed = set(await self._client.delete(self._queue_url, batch))
-                if failed:
-                    log.warning(
-                        "SQS refused to delete %d message(s); they will be redelivered",
-                        len(failed),
-                    )
-                self._forget(batch)
-            return True
+            self._exported.extend(batch)
+        await self._delete_exported()
+        return True
 
     def stop(self) -> None:
-        """Ask `run` to finish its current step and return."""
+        """Ask `run` to finish its current steps and return."""
         self._closing.set()
 
     async def close(self) -> None:
-        """Last flush; whatever is still held after it goes back to the queue."""
+        """Last flush; what was not counted goes back to the queue, the rest is deleted."""
         self.stop()
-        try:
-            await self.flush()
-        except Exception:
-            log.warning("final delete failed", exc_info=True)
-        if self._held:
-            stranded = [held.message for held in self._held.values()]
+        await self.flush()
+        if self._exported:
+            await self._delete_exported()  # one more try: these are counted already
+        exported = set(self._exported)
+        stranded = [h.message for key, h in self._held.items() if key not in exported]
+        if stranded:
             log.warning("handing back %d message(s) whose counts were not exported", len(stranded))
+            await self.release(stranded)
+        if exported:
+            log.warning(
+                "%d counted message(s) could not be deleted; if they reappear they are "
+                "counted again",
+                len(exported),
+            )
+
+    async def _every_tick(self, step: Callable[[], Awaitable[None]], what: str) -> None:
+        while not self._closing.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._closing.wait(), timeout=self._tick())
+            if self._closing.is_set():
+                return
             try:
-                await self.release(stranded)
-            except Exception:
-                log.warning("could not hand messages back; they reappear after their timeout")
+                await step()
+            except Exception:  # an outage: keep holding, try again next tick
+                log.warning("%s failed; will retry", what, exc_info=True)
+
+    async def _checkpoint_if_due(self) -> None:
+        if self._checkpoint_due():
+            await self.flush()
+        elif self._exported:
+            await self._delete_exported()
+
+    async def _delete_exported(self) -> None:
+        batch, self._exported = self._exported, []  # ours alone: no concurrent double delete
+        if not batch:
+            return
+        try:
+            failed = set(await self._client.delete(self._queue_url, batch))
+        except Exception as error:
+            self._exported[:0] = [h for h in batch if h in self._held]
+            if not self._delete_failing:
+                log.warning("cannot delete counted messages (%s); retrying", error)
+            self._delete_failing = True
+            return
+        if self._delete_failing:
+            log.info("deleting counted messages again")
+            self._delete_failing = False
+        if failed:
+            log.warning(
+                "SQS refused to delete %d message(s); they will be redelivered", len(failed)
+            )
+        self._forget(batch)
 
     def _tick(self) -> float:
         return max(
@@ -280,8 +333,9 @@ class Settler:
 
     def _discard(self, receipt_handle: str) -> None:
         self._held.pop(receipt_handle, None)
-        if receipt_handle in self._to_delete:
-            self._to_delete.remove(receipt_handle)
+        for pending in (self._to_delete, self._exported):
+            if receipt_handle in pending:
+                pending.remove(receipt_handle)
         self._update_room()
 
     def _update_room(self) -> None:

@@ -96,6 +96,8 @@ class SQSSubscriber(SubscriberUsecase[RawMessage]):
         self._settler: Settler | None = None
         self._pollers: list[asyncio.Task[None]] = []
         self._settling: asyncio.Task[None] | None = None
+        self._sampling: asyncio.Task[None] | None = None
+        self.dead_letter_url: str | None = None
         self._receive_failures = 0
 
     # Lifecycle
@@ -105,6 +107,7 @@ class SQSSubscriber(SubscriberUsecase[RawMessage]):
         if self.calls:
             self._settler = await self._build_settler()
             self._settling = asyncio.create_task(self._settler.run())
+            self._sampling = asyncio.create_task(self._sample_depths())
             self._pollers = [
                 asyncio.create_task(self._poll_loop()) for _ in range(self.concurrency)
             ]
@@ -113,6 +116,9 @@ class SQSSubscriber(SubscriberUsecase[RawMessage]):
     async def stop(self) -> None:
         """Stop polling, hand back what late polls bring, settle what was handled."""
         self.running = False
+        if self._sampling is not None:
+            self._sampling.cancel()
+            self._sampling = None
         if self._pollers:
             _, late = await asyncio.wait(
                 self._pollers, timeout=self.wait_time_seconds + STOP_MARGIN_SECONDS
@@ -130,21 +136,23 @@ class SQSSubscriber(SubscriberUsecase[RawMessage]):
         await super().stop()
 
     def healthy(self, max_poll_age: float) -> bool:
-        """True while some poll finished (successfully) within `max_poll_age` seconds."""
+        """True while polls succeed (one within `max_poll_age` s) or are paused on purpose."""
         if not self.running or self.last_poll_at is None:
             return False
+        if self._settler is not None and self._settler.full:
+            return True  # paused until exports succeed: a restart would not help
         return time.monotonic() - self.last_poll_at <= max_poll_age
 
     async def _build_settler(self) -> Settler:
         client = self._outer_config.client
         self.queue_url = await client.queue_url(self.queue)
-        dead_letter_url = (
+        self.dead_letter_url = (
             await client.queue_url(self.dead_letter_queue) if self.dead_letter_queue else None
         )
         return Settler(
             client,
             self.queue_url,
-            dead_letter_url=dead_letter_url,
+            dead_letter_url=self.dead_letter_url,
             checkpoint=self._outer_config.checkpoint,
             observer=self._outer_config.observer,
             options=self._outer_config.settle,
@@ -176,6 +184,21 @@ class SQSSubscriber(SubscriberUsecase[RawMessage]):
                 await self.consume(raw)
                 observer.processed(self.queue, time.perf_counter() - started)
             await settler.settle(batch)
+
+    async def _sample_depths(self) -> None:
+        """Queue and DLQ depth for the observer, once per idle checkpoint (export) interval."""
+        client = self._outer_config.client
+        observer = self._outer_config.observer
+        queues = {"main": self.queue_url, "dlq": self.dead_letter_url}
+        while self.running:
+            for kind, url in queues.items():
+                if url is None:
+                    continue
+                try:
+                    observer.queue_depth(kind, await client.depths(url))
+                except Exception as error:  # the poll loop reports outages; just skip a sample
+                    log.debug("cannot read the depth of %s: %s", url, error)
+            await asyncio.sleep(self._outer_config.settle.idle_checkpoint_interval)
 
     async def _receive(self, visibility: int) -> list[RawMessage] | None:
         try:
