@@ -22,6 +22,8 @@ from worker.kata import KataMessage, scenarios
 
 pytestmark = pytest.mark.integration
 
+STATES = ("visible", "in_flight", "delayed")
+
 
 def wait_until(condition: object, timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
@@ -57,6 +59,20 @@ def kata_backlog(
     return sqs, queue_url, dlq_url, ledger
 
 
+EMPTY = {(queue, state): 0 for queue in ("main", "dlq") for state in STATES}
+
+
+def queue_gauge(otlp: OTLPReceiver) -> dict[tuple[str, str], float]:
+    """The latest `nps.queue.messages` value per (queue, state)."""
+    latest: dict[tuple[str, str], tuple[int, float]] = {}
+    for _, name, attributes, point in otlp.points():
+        if name == "nps.queue.messages":
+            key = (attributes["queue"], attributes["state"])
+            if key not in latest or point.time_unix_nano >= latest[key][0]:
+                latest[key] = (point.time_unix_nano, point.as_int)
+    return {key: value for key, (_, value) in latest.items()}
+
+
 def test_kata_traffic_is_counted_exactly_and_malformed_messages_are_dead_lettered(
     worker_env: Env, sqs_endpoint: str, otlp: OTLPReceiver
 ) -> None:
@@ -64,6 +80,8 @@ def test_kata_traffic_is_counted_exactly_and_malformed_messages_are_dead_lettere
     sqs, queue_url, dlq_url, ledger = kata_backlog(env, sqs_endpoint, 10, seed=2)
     worker = nps_worker("run", env=env)
     wait_until(lambda: depth(sqs, queue_url) == (0, 0), 60, "the queue to drain")
+    # The depth gauge follows: the DLQ's 70, an empty main queue.
+    wait_until(lambda: queue_gauge(otlp) == {**EMPTY, ("dlq", "visible"): 70}, 30, "the gauge")
     code, _, stderr = stop(worker, 30)
     assert code == 0, stderr
 

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
+import logging
+import os
 import sys
 from collections.abc import Sequence
 
-from . import __version__
-from .demo import DemoUnavailable, run_demo
-from .faststream_sqs import SQS_ERRORS, QueueNotFound
+from . import __version__, dlq, stats
+from .demo import run_demo
+from .faststream_sqs import SQS_ERRORS, QueueNotFound, SQSRefused, calls_still_running
+from .local_sqs import DemoUnavailable
 from .logs import configure_logging
 from .queues import make_client, produce, provision
 from .runner import StartupError, run_worker
@@ -28,6 +32,13 @@ def _positive_float(text: str) -> float:
     if not value > 0:
         raise argparse.ArgumentTypeError("must be greater than 0")
     return value
+
+
+def _duration(text: str) -> str:
+    try:
+        return stats.valid_duration(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -67,6 +78,34 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser(
         "provision", help="create the queue and its DLQ with a redrive policy (idempotent)"
     )
+    stats_cmd = commands.add_parser(
+        "stats", help="fleet-wide totals per type, read from Prometheus (the seed's summary)"
+    )
+    stats_cmd.add_argument(
+        "--prometheus",
+        default="http://localhost:9090",
+        help="Prometheus base URL (default http://localhost:9090)",
+    )
+    stats_cmd.add_argument(
+        "--since",
+        type=_duration,
+        default="24h",
+        help="count every process that reported within this range (default 24h)",
+    )
+    dlq = commands.add_parser("dlq", help="inspect the dead-letter queue or move it back")
+    dlq_commands = dlq.add_subparsers(dest="dlq_command", required=True, metavar="ACTION")
+    peek_cmd = dlq_commands.add_parser(
+        "peek", help="print dead letters as JSON lines, with their reasons; consumes nothing"
+    )
+    peek_cmd.add_argument(
+        "--limit", type=_positive_int, default=100, help="at most this many (default 100)"
+    )
+    redrive_cmd = dlq_commands.add_parser(
+        "redrive", help="move dead letters back to the main queue (receive, send, delete)"
+    )
+    redrive_cmd.add_argument(
+        "--limit", type=_positive_int, default=1_000_000, help="at most this many (default all)"
+    )
     return parser
 
 
@@ -91,13 +130,36 @@ async def _provision(settings: Settings) -> None:
         client.close()
 
 
+async def _dlq(settings: Settings, args: argparse.Namespace) -> None:
+    client = make_client(settings)
+    try:
+        dlq_url = await client.queue_url(settings.dead_letter_queue_name)
+        if args.dlq_command == "peek":
+            for letter in await dlq.peek(client, dlq_url, args.limit):
+                print(json.dumps(letter.as_json()))
+        else:
+            queue_url = await client.queue_url(settings.queue)
+            moved = await dlq.redrive(client, dlq_url, queue_url, args.limit)
+            source = settings.dead_letter_queue_name
+            print(f"moved {moved} message(s) from {source} to {settings.queue}")
+    finally:
+        client.close()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "stats":  # reads Prometheus only: no worker settings involved
+        try:
+            print("\n".join(stats.fleet_summary(args.prometheus, args.since)))
+        except stats.StatsUnavailable as error:
+            return _fail(str(error))
+        return 0
     try:
         settings = load_settings()
         configure_logging(settings)
         if args.command == "run":
             asyncio.run(run_worker(settings))
+            _exit_without_waiting_for_stuck_calls()
         elif args.command == "demo":
             return asyncio.run(
                 run_demo(settings, events=args.events, duration=args.duration, out=sys.stdout)
@@ -106,15 +168,31 @@ def main(argv: Sequence[str] | None = None) -> int:
             asyncio.run(_produce(settings, args))
         elif args.command == "provision":
             asyncio.run(_provision(settings))
+        elif args.command == "dlq":
+            asyncio.run(_dlq(settings, args))
     except (ConfigurationError, StartupError, DemoUnavailable) as error:
         return _fail(str(error))
     except QueueNotFound as error:
         return _fail(f"queue {error.queue!r} does not exist; create it with `nps-worker provision`")
     except SQS_ERRORS as error:
         return _fail(f"SQS: {error}")
+    except SQSRefused as error:
+        return _fail(f"SQS: {error}")
     except KeyboardInterrupt:
         return 130
     return 0
+
+
+def _exit_without_waiting_for_stuck_calls() -> None:
+    """Everything is settled; a call still hanging on SQS must not delay the exit."""
+    stuck = calls_still_running()
+    if stuck:
+        logging.getLogger("worker.run").warning(
+            "exiting with %d SQS call(s) still waiting for a reply", stuck
+        )
+        logging.shutdown()
+        sys.stdout.flush()
+        os._exit(0)
 
 
 def _fail(message: str) -> int:

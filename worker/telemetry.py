@@ -12,9 +12,10 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any, Final
 
+from opentelemetry.metrics import CallbackOptions, Observation
 from opentelemetry.sdk.metrics import Counter, Histogram, MeterProvider
 from opentelemetry.sdk.metrics.export import (
     AggregationTemporality,
@@ -28,6 +29,7 @@ from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, V
 from opentelemetry.sdk.resources import SERVICE_INSTANCE_ID, SERVICE_NAME, Resource
 
 from .events import Event
+from .faststream_sqs import QueueDepth
 from .settings import Settings
 from .totals import Totals, TypeCap
 
@@ -169,6 +171,13 @@ class Metrics:
             unit="s",
             description="Time to process one message.",
         )
+        self._depths: dict[tuple[str, str], int] = {}
+        meter.create_observable_gauge(
+            "nps.queue.messages",
+            callbacks=[self._observe_depths],
+            unit="{message}",
+            description="Messages in the queue and its DLQ, by state (every replica reports it).",
+        )
         self._type_cap = TypeCap(settings.max_event_types)
         self._type_attributes: dict[str, Mapping[str, str]] = {}
         self._queue_attributes: dict[str, Mapping[str, str]] = {}
@@ -200,6 +209,17 @@ class Metrics:
 
     def dead_lettered(self, reason: str) -> None:
         self._rejected.add(1, {"reason": reason})
+
+    def queue_depth(self, queue: str, depth: QueueDepth) -> None:
+        self._depths[(queue, "visible")] = depth.visible
+        self._depths[(queue, "in_flight")] = depth.in_flight
+        self._depths[(queue, "delayed")] = depth.delayed
+
+    def _observe_depths(self, options: CallbackOptions) -> Iterable[Observation]:
+        return [
+            Observation(count, {"queue": queue, "state": state})
+            for (queue, state), count in list(self._depths.items())
+        ]
 
     def _queue(self, queue: str) -> Mapping[str, str]:
         attributes = self._queue_attributes.get(queue)
