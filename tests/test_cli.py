@@ -12,7 +12,10 @@ from tests.conftest import run_cli
 CLEAN_ENV = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "SQS_", "AWS_"))}
 
 
-@pytest.mark.parametrize("command", [[], ["run"], ["demo"], ["produce"], ["provision"]])
+@pytest.mark.parametrize(
+    "command",
+    [[], ["run"], ["demo"], ["produce"], ["provision"], ["stats"], ["dlq"], ["dlq", "peek"]],
+)
 def test_every_command_has_help(command: list[str]) -> None:
     result = run_cli(*command, "--help", env=CLEAN_ENV)
     assert result.returncode == 0
@@ -36,6 +39,28 @@ def test_bad_configuration_is_one_line_naming_the_setting(variable: str, value: 
     assert len(lines) == 1, result.stderr
     assert variable in lines[0]
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("changes", "named", "why"),
+    [
+        ({"SQS_VISIBILITY_TIMEOUT": "2"}, "SQS_VISIBILITY_TIMEOUT=2", "too short"),
+        (
+            {"SQS_WAIT_TIME_SECONDS": "20", "SQS_READ_TIMEOUT": "20"},
+            "SQS_WAIT_TIME_SECONDS=20",
+            "cut off mid-wait",
+        ),
+    ],
+)
+def test_settings_the_ack_design_cannot_honour_are_refused(
+    changes: dict[str, str], named: str, why: str
+) -> None:
+    result = run_cli("run", env=CLEAN_ENV | changes)
+    assert result.returncode == 2
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith("nps-worker: invalid configuration: ")
+    assert named in line
+    assert why in line
 
 
 @pytest.mark.integration

@@ -233,3 +233,45 @@ def test_faststream_run_serves_the_same_app(
     assert code == 0, stderr
     assert sum(otlp.fleet_totals("nps.events", "event.type").values()) == 20
     assert depth(sqs, dlq_url) == (7, 0)
+
+
+def test_dlq_peek_shows_reasons_without_consuming_and_redrive_moves_everything_back(
+    worker_env: Env, sqs_endpoint: str
+) -> None:
+    env = worker_env.values
+    sqs, queue_url, dlq_url, ledger = kata_backlog(env, sqs_endpoint, 1, seed=9)
+    worker = nps_worker("run", env=env)
+    wait_until(lambda: depth(sqs, queue_url) == (0, 0), 60, "the queue to drain")
+    code, _, stderr = stop(worker, 30)
+    assert code == 0, stderr
+    # One that SQS's redrive policy moved: no reason attributes of ours.
+    send_bodies(
+        sqs, dlq_url, ['{"type": "purchase", "value": 1, "occurred_at": "2020-10-06 10:02:05"}']
+    )
+
+    peeked = run_cli("dlq", "peek", env=env)
+    assert peeked.returncode == 0, peeked.stderr
+    letters = [json.loads(line) for line in peeked.stdout.splitlines()]
+    malformed = [m.body for m in ledger if not m.valid]
+    assert len(letters) == len(malformed) + 1
+    for letter in letters:
+        outcome = parse_event(letter["body"])
+        expected = outcome.reason if isinstance(outcome, Rejection) else "max_receives"
+        assert letter["reason"] == expected, letter
+    assert depth(sqs, dlq_url) == (8, 0), "peek consumed something"
+
+    limited = run_cli("dlq", "peek", "--limit", "3", env=env)
+    assert len(limited.stdout.splitlines()) == 3
+
+    moved = run_cli("dlq", "redrive", env=env)
+    assert moved.returncode == 0, moved.stderr
+    assert (
+        moved.stdout.strip()
+        == f"moved 8 message(s) from {env['SQS_QUEUE_NAME']}-dlq to {env['SQS_QUEUE_NAME']}"
+    )
+    assert depth(sqs, dlq_url) == (0, 0)
+    back = drain(sqs, queue_url)
+    assert sorted(m["Body"] for m in back) == sorted(
+        [*malformed, '{"type": "purchase", "value": 1, "occurred_at": "2020-10-06 10:02:05"}']
+    )
+    assert not any("nps-reject-reason" in m.get("MessageAttributes", {}) for m in back)

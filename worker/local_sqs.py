@@ -18,16 +18,28 @@ class DemoUnavailable(Exception):
     pass
 
 
-_receive_lock = threading.Lock()
+# One lock for every change to moto's queues (reentrant: batch calls run single ones).
+_state_lock = threading.RLock()
+# moto's calls that read and rewrite a queue's message list.
+_MUTATING = (
+    "send_message",
+    "send_message_batch",
+    "delete_message",
+    "delete_message_batch",
+    "change_message_visibility",
+    "change_message_visibility_batch",
+    "purge_queue",
+)
 
 
 def _patch_moto() -> None:
-    """Two fixes to moto's SQS backend, for as long as this process runs.
+    """Three fixes to moto's SQS backend, for as long as this process runs.
 
-    Atomic receives: moto picks and marks messages without a lock, so two concurrent
-    receives can return the same message; real SQS never does within a visibility
-    timeout. The pick runs under one lock; a long poll waits outside it, so an empty
-    queue's poll never holds up another queue's.
+    Atomic changes: moto's threaded server changes a queue's message list without a
+    lock. Two concurrent receives can return the same message, and two concurrent
+    deletes each rebuild the list from the same old copy, so the later one brings back
+    what the earlier one deleted. Real SQS does neither. Every change runs under one
+    lock here; a long poll waits outside it, so an empty queue's poll holds up no one.
 
     Cheap retention checks: moto checks each received message's retention period by
     computing all the queue's attributes, counting every message each time, so one
@@ -50,7 +62,7 @@ def _patch_moto() -> None:
     ) -> Any:
         deadline = time.monotonic() + wait_seconds_timeout
         while True:
-            with _receive_lock:
+            with _state_lock:
                 picked = receive(
                     self, queue_name, count, 0, visibility_timeout, message_attribute_names
                 )
@@ -59,12 +71,22 @@ def _patch_moto() -> None:
                 return picked
             self.get_queue(queue_name).wait_for_messages(min(left, 0.5))
 
+    def atomic(method: Any) -> Any:
+        @functools.wraps(method)
+        def locked(self: Any, *args: Any, **kwargs: Any) -> Any:
+            with _state_lock:
+                return method(self, *args, **kwargs)
+
+        return locked
+
     def retained(self: Any, queue_name: str, message: Any) -> bool:
         retention = int(self.get_queue(queue_name).message_retention_period)
         return bool(retention + message.sent_timestamp / 1000 > time.time())
 
     atomic_receive._nps_atomic = True  # type: ignore[attr-defined]
     SQSBackend.receive_message = atomic_receive  # type: ignore[method-assign]
+    for name in _MUTATING:
+        setattr(SQSBackend, name, atomic(getattr(SQSBackend, name)))
     SQSBackend.is_message_valid_based_on_retention_period = retained  # type: ignore[method-assign]
 
 

@@ -265,7 +265,9 @@ class Settler:
 
     async def _extend_expiring(self) -> None:
         now = time.monotonic()
-        horizon = now + self._options.visibility_timeout / 3 + self._options.flush_interval
+        # Half the timeout ahead: a slow or throttled SQS has that long to answer
+        # before a held message reappears (and would be counted twice).
+        horizon = now + self._options.visibility_timeout / 2
         expiring = [h for h in self._held.values() if h.expires_at <= horizon]
         if not expiring:
             return

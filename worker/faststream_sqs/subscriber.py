@@ -99,13 +99,20 @@ class SQSSubscriber(SubscriberUsecase[RawMessage]):
         self._sampling: asyncio.Task[None] | None = None
         self.dead_letter_url: str | None = None
         self._receive_failures = 0
+        self._stopping = False
 
     # Lifecycle
 
     async def start(self) -> None:
+        self._stopping = False
         await super().start()
         if self.calls:
-            self._settler = await self._build_settler()
+            settler = await self._build_settler()
+            if self._stopping:
+                # FastStream ran stop() while we were resolving queue URLs (a SIGTERM
+                # during start-up): polling now would strand what the first poll brings.
+                return
+            self._settler = settler
             self._settling = asyncio.create_task(self._settler.run())
             self._sampling = asyncio.create_task(self._sample_depths())
             self._pollers = [
@@ -115,6 +122,7 @@ class SQSSubscriber(SubscriberUsecase[RawMessage]):
 
     async def stop(self) -> None:
         """Stop polling, hand back what late polls bring, settle what was handled."""
+        self._stopping = True
         self.running = False
         if self._sampling is not None:
             self._sampling.cancel()
