@@ -29,6 +29,7 @@ from typing import Any
 
 import boto3
 
+from benchmarks.sqs_server import COUNTED
 from worker.events import Event, parse_event
 from worker.settings import Settings
 from worker.telemetry import Metrics
@@ -36,14 +37,8 @@ from worker.telemetry import Metrics
 ROOT = Path(__file__).resolve().parent.parent
 BODY = '{{"type": "{kind}", "value": {value}, "occurred_at": "2026-11-22 10:00:00"}}'
 KINDS = ("pageview", "added-to-basket", "purchase")
-CONSUMER_CALLS = (
-    "receive_message",
-    "delete_message",
-    "delete_message_batch",
-    "change_message_visibility_batch",
-    "get_queue_attributes",
-    "get_queue_url",
-)
+# Every counted call but the producer's SendMessageBatch.
+CONSUMER_CALLS = tuple(call for call in COUNTED if call != "send_message_batch")
 TICK = os.sysconf("SC_CLK_TCK")
 
 

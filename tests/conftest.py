@@ -4,6 +4,8 @@ import os
 import socket
 import subprocess
 import sys
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +31,17 @@ def otlp() -> Iterator[OTLPReceiver]:
     receiver.start()
     yield receiver
     receiver.stop()
+
+
+def http_status(port: int, path: str) -> int:
+    """The status a local HTTP server answers for `path`; 0 when nothing answers."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2) as reply:
+            return int(reply.status)
+    except urllib.error.HTTPError as error:
+        return error.code
+    except OSError:
+        return 0
 
 
 def free_port() -> int:
@@ -68,9 +81,23 @@ def worker_env(sqs_endpoint: str, otlp: OTLPReceiver, request: pytest.FixtureReq
     )
 
 
+_spawned: list[subprocess.Popen[str]] = []
+
+
+@pytest.fixture(autouse=True)
+def _no_stray_workers() -> Iterator[None]:
+    """A test that fails half-way must not leave its workers running."""
+    yield
+    while _spawned:
+        process = _spawned.pop()
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+
+
 def nps_worker(*args: str, env: dict[str, str], module: str = "worker") -> subprocess.Popen[str]:
     """`nps-worker ARGS` (or `python -m MODULE ARGS`) in the background."""
-    return subprocess.Popen(
+    process = subprocess.Popen(
         [sys.executable, "-m", module, *args],
         env=env,
         cwd=ROOT,
@@ -78,6 +105,8 @@ def nps_worker(*args: str, env: dict[str, str], module: str = "worker") -> subpr
         stderr=subprocess.PIPE,
         text=True,
     )
+    _spawned.append(process)
+    return process
 
 
 def run_cli(

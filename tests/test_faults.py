@@ -17,7 +17,6 @@ import signal
 import statistics
 import subprocess
 import time
-import urllib.request
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -28,7 +27,7 @@ from urllib.parse import urlparse
 import pytest
 from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
 
-from tests.conftest import Env, free_port, nps_worker
+from tests.conftest import Env, free_port, http_status, nps_worker
 from tests.otlp import OTLPReceiver
 from tests.proxy import FaultyProxy
 from tests.sqs import depth, drain, send_bodies, sqs_client
@@ -42,6 +41,7 @@ from worker.telemetry import Metrics
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
 
 REASON = "nps-reject-reason"
+ORIGINAL_ID = "nps-original-message-id"
 
 
 def _port(endpoint: str) -> int:
@@ -80,7 +80,7 @@ def rig_for(
     worker_env: Env, sqs_endpoint: str, sqs_proxy: FaultyProxy, otlp_proxy: FaultyProxy
 ) -> Any:
     def build(ledger: list[KataMessage], **settings: str) -> Rig:
-        queue_url, dlq_url = provision(worker_env.values)
+        queue_url, dlq_url = provision(worker_env.with_(**settings))
         sqs = sqs_client(sqs_endpoint)
         send_bodies(sqs, queue_url, [m.body for m in ledger])
         env = worker_env.with_(
@@ -113,6 +113,7 @@ def valid_only(count: int, seed: int) -> list[KataMessage]:
 class Audit:
     counted: int
     dead_lettered: int
+    extra_dlq_copies: int
     still_queued: int
     duplicates: int
     losses: int
@@ -127,9 +128,15 @@ def audit(rig: Rig, otlp: OTLPReceiver) -> Audit:
     sent = Counter(m.body for m in rig.ledger)
     invalid = Counter(m.body for m in rig.ledger if not m.valid)
     # Rejects are copied to the DLQ and never counted; the valid never reach the DLQ here.
-    copies = Counter(m["Body"] for m in dead)
-    assert not copies - invalid - invalid, "more than two DLQ copies of a message"
-    dead_duplicates = sum((copies - invalid).values())
+    # A lost reply or a kill after the DLQ copy leaves a second copy of one message;
+    # its original id (an attribute) tells it from another message with the same body.
+    originals: dict[str, str] = {}
+    for letter in dead:
+        original = letter["MessageAttributes"][ORIGINAL_ID]["StringValue"]
+        originals.setdefault(original, letter["Body"])
+    extra_copies = len(dead) - len(originals)
+    copies = Counter(originals.values())
+    assert not copies - invalid, "a valid message in the DLQ"
     dead_losses = sum((invalid - copies - queued).values())
     assert not queued - sent, "the queue holds messages nobody sent"
 
@@ -146,7 +153,6 @@ def audit(rig: Rig, otlp: OTLPReceiver) -> Audit:
     counted = otlp.fleet_totals("nps.events", "event.type")
     duplicates = sum(max(0, int(counted.get(t, 0)) - n) for t, n in expected.items())
     losses = sum(max(0, n - int(counted.get(t, 0))) for t, n in expected.items())
-    duplicates += dead_duplicates
     losses += dead_losses
     if duplicates == 0 and losses == 0:
         sums = otlp.fleet_totals("nps.event.value", "event.type")
@@ -154,7 +160,8 @@ def audit(rig: Rig, otlp: OTLPReceiver) -> Audit:
             assert sums.get(kind, 0.0) == pytest.approx(total, abs=1e-6), kind
     return Audit(
         counted=int(sum(counted.values())),
-        dead_lettered=len(dead),
+        dead_lettered=len(originals),
+        extra_dlq_copies=extra_copies,
         still_queued=sum(queued.values()),
         duplicates=duplicates,
         losses=losses,
@@ -171,16 +178,21 @@ def drain_with_a_fresh_worker(rig: Rig) -> None:
 
 
 def start_and_wait_until_counting(rig: Rig, otlp: OTLPReceiver) -> subprocess.Popen[str]:
-    """A new worker, once its first export arrived: what follows is a random point of
-    its work, not of Python's start-up (which a kill would only make slower)."""
-    known = len(otlp.latest("messaging.client.consumed.messages", "messaging.system"))
+    """A new worker, once its first counts arrived (or the queue is empty): what follows
+    is a random point of its work, not of Python's start-up."""
+    known = counting(otlp)
     worker = nps_worker("run", env=rig.env)
     wait_until(
-        lambda: len(otlp.latest("messaging.client.consumed.messages", "messaging.system")) > known,
+        lambda: counting(otlp) - known or depth(rig.sqs, rig.queue_url) == (0, 0),
         30,
-        "the new worker's first export",
+        "the new worker's first counts",
     )
     return worker
+
+
+def counting(otlp: OTLPReceiver) -> set[str]:
+    """Processes whose counts reached the receiver."""
+    return {instance for instance, _ in otlp.latest("nps.events", "event.type")}
 
 
 def report(name: str, **figures: object) -> None:
@@ -226,7 +238,9 @@ def test_twenty_sigkills_at_random_points_lose_nothing(rig_for: Any, otlp: OTLPR
         SQS_WAIT_TIME_SECONDS="1",
         SQS_VISIBILITY_TIMEOUT="5",
         WORKER_CONCURRENCY="2",
-        SQS_MAX_RECEIVE_COUNT="20",  # each kill uses up a receive of what it held
+        # Each kill uses up a receive of everything it held, and that is at the head of
+        # the queue for the next worker: keep the redrive policy out of this test.
+        SQS_MAX_RECEIVE_COUNT="1000",
     )
     rng = random.Random(8)
     kills = 0
@@ -262,10 +276,10 @@ def test_sqs_unreachable_for_30_seconds(
         wait_until(lambda: otlp.fleet_totals("nps.events", "event.type"), 30, "first counts")
         sqs_proxy.down()
         outage_ends = time.monotonic() + 30
-        wait_until(lambda: _status(health_port, "/healthz") == 503, 29, "liveness to fail")
+        wait_until(lambda: http_status(health_port, "/healthz") == 503, 29, "liveness to fail")
         time.sleep(max(0.0, outage_ends - time.monotonic()))
         sqs_proxy.up()
-        wait_until(lambda: _status(health_port, "/healthz") == 200, 30, "liveness to recover")
+        wait_until(lambda: http_status(health_port, "/healthz") == 200, 30, "liveness to recover")
         wait_until(lambda: depth(rig.sqs, rig.queue_url) == (0, 0), 120, "the queue to drain")
     finally:
         sqs_proxy.up()
@@ -400,13 +414,3 @@ def test_three_workers_one_killed_one_added_keep_fleet_totals_exact(
     assert len(instances) == 4
     assert result.losses == 0
     assert result.duplicates <= 20  # only the killed one's last export-to-delete window
-
-
-def _status(port: int, path: str) -> int:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2) as reply:
-            return int(reply.status)
-    except urllib.error.HTTPError as error:
-        return error.code
-    except OSError:
-        return 0

@@ -7,14 +7,13 @@ import random
 import signal
 import subprocess
 import time
-import urllib.request
 from collections import Counter
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
-from tests.conftest import Env, free_port, nps_worker, run_cli
+from tests.conftest import Env, free_port, http_status, nps_worker, run_cli
 from tests.otlp import GrpcOTLPReceiver, OTLPReceiver
 from tests.sqs import depth, drain, send_bodies, sqs_client
 from worker.events import Rejection, parse_event
@@ -143,13 +142,7 @@ def test_health_endpoints_report_liveness_and_readiness(worker_env: Env, sqs_end
     worker = nps_worker("run", env=env)
 
     def status(path: str) -> int:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2) as reply:
-                return int(reply.status)
-        except urllib.error.HTTPError as error:
-            return error.code
-        except OSError:
-            return 0
+        return http_status(port, path)
 
     try:
         wait_until(lambda: status("/readyz") == 200, 30, "readiness")
@@ -262,6 +255,19 @@ def test_dlq_peek_shows_reasons_without_consuming_and_redrive_moves_everything_b
 
     limited = run_cli("dlq", "peek", "--limit", "3", env=env)
     assert len(limited.stdout.splitlines()) == 3
+    # A second copy of one rejected message (a reply lost after the copy was stored).
+    twin = next(letter for letter in letters if letter["reason"] != "max_receives")
+    assert twin["original_message_id"] != twin["message_id"]
+    sqs.send_message(
+        QueueUrl=dlq_url,
+        MessageBody=twin["body"],
+        MessageAttributes={
+            "nps-original-message-id": {
+                "DataType": "String",
+                "StringValue": twin["original_message_id"],
+            }
+        },
+    )
 
     moved = run_cli("dlq", "redrive", env=env)
     assert moved.returncode == 0, moved.stderr

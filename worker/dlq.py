@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from .faststream_sqs import (
+    ORIGINAL_ID_ATTRIBUTE,
     REJECT_DETAIL_ATTRIBUTE,
     REJECT_REASON_ATTRIBUTE,
     OutgoingMessage,
@@ -29,6 +30,8 @@ _WAIT_SECONDS: Final = 1
 @dataclass(frozen=True, slots=True)
 class DeadLetter:
     message_id: str
+    # The id the message had in the main queue; copies of one message share it.
+    original_message_id: str
     reason: str
     detail: str
     receive_count: int
@@ -37,6 +40,7 @@ class DeadLetter:
     def as_json(self) -> dict[str, Any]:
         return {
             "message_id": self.message_id,
+            "original_message_id": self.original_message_id,
             "reason": self.reason,
             "detail": self.detail,
             "receive_count": self.receive_count,
@@ -54,6 +58,9 @@ def describe(message: RawMessage) -> DeadLetter:
     # its handling failed SQS_MAX_RECEIVE_COUNT times.
     return DeadLetter(
         message_id=message.message_id,
+        original_message_id=_attribute(
+            message.message_attributes, ORIGINAL_ID_ATTRIBUTE, message.message_id
+        ),
         reason=_attribute(message.message_attributes, REJECT_REASON_ATTRIBUTE, "max_receives"),
         detail=_attribute(message.message_attributes, REJECT_DETAIL_ATTRIBUTE, "-"),
         receive_count=message.receive_count,
@@ -87,19 +94,29 @@ async def peek(client: SQSClient, dlq_url: str, limit: int) -> list[DeadLetter]:
 
 
 async def redrive(client: SQSClient, dlq_url: str, queue_url: str, limit: int) -> int:
-    """Move up to `limit` dead letters back to the main queue; return how many moved."""
+    """Move up to `limit` dead letters back to the main queue; return how many moved.
+
+    A second copy of a message already moved in this run is deleted, not sent again.
+    """
     moved = 0
+    seen: set[str] = set()
     while moved < limit:
         batch = await _receive(client, dlq_url, limit - moved)
         if not batch:
             break
+        fresh = []
+        for message in batch:
+            original = describe(message).original_message_id
+            if original not in seen:
+                seen.add(original)
+                fresh.append(message)
         # The reject attributes go: the message gets a fresh start.
-        failures = await client.send(queue_url, [OutgoingMessage(m.body) for m in batch])
+        failures = await client.send(queue_url, [OutgoingMessage(m.body) for m in fresh])
         if failures:
             raise SQSRefused(
                 f"SQS refused {failures} of {len(batch)} message(s) after {moved} moved; "
                 "that batch stays in the dead-letter queue (its accepted copies were sent too)"
             )
         await client.delete(dlq_url, [m.receipt_handle for m in batch])
-        moved += len(batch)
+        moved += len(fresh)
     return moved

@@ -30,7 +30,6 @@ REJECT_REASONS: Final[tuple[RejectReason, ...]] = (
 MAX_DETAIL_CHARS: Final = 256
 MAX_TYPE_CHARS: Final = 64
 
-_KATA_TIME_FORMAT: Final = "%Y-%m-%d %H:%M:%S"
 _TIME_PROBLEM: Final = "must be 'YYYY-MM-DD HH:MM:SS' or an ISO 8601 date and time"
 
 
@@ -39,17 +38,15 @@ def _parse_occurred_at(raw: object) -> datetime:
         return raw.replace(tzinfo=UTC) if raw.tzinfo is None else raw
     if not isinstance(raw, str):
         raise ValueError("must be a string")
+    # A bare date parses as ISO 8601 too, but an event needs its time of day.
+    if len(raw) <= len("YYYY-MM-DD"):
+        raise ValueError(_TIME_PROBLEM)
     try:
-        # The kata's own format first: it is what producers send.
-        parsed = datetime.strptime(raw, _KATA_TIME_FORMAT)
+        # Python 3.11's ISO 8601 parser also takes the kata's "YYYY-MM-DD HH:MM:SS",
+        # at a third of strptime's cost.
+        parsed = datetime.fromisoformat(raw)
     except ValueError:
-        # A bare date parses as ISO 8601 too, but an event needs its time of day.
-        if len(raw) <= len("YYYY-MM-DD"):
-            raise ValueError(_TIME_PROBLEM) from None
-        try:
-            parsed = datetime.fromisoformat(raw)
-        except ValueError:
-            raise ValueError(_TIME_PROBLEM) from None
+        raise ValueError(_TIME_PROBLEM) from None
     return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed
 
 

@@ -147,12 +147,22 @@ class Metrics:
             ],
         )
         meter = self._provider.get_meter("nps-worker")
-        self._events = meter.create_counter(
-            "nps.events", unit="{event}", description="Valid events counted, by type."
+        # Count and sum are read from `totals` when a checkpoint collects, instead of two
+        # SDK calls per event (a third of the pipeline's cost); on the wire they are the
+        # same cumulative monotonic sums a Counter exports.
+        meter.create_observable_counter(
+            "nps.events",
+            callbacks=[self._observe_counts],
+            unit="{event}",
+            description="Valid events counted, by type.",
         )
-        self._value = meter.create_counter(
-            "nps.event.value", unit="1", description="Sum of the value field, by type."
+        meter.create_observable_counter(
+            "nps.event.value",
+            callbacks=[self._observe_values],
+            unit="1",
+            description="Sum of the value field, by type.",
         )
+        self._snapshot: list[tuple[Mapping[str, str], int, float]] = []
         self._rejected = meter.create_counter(
             "nps.events.rejected",
             unit="{event}",
@@ -194,10 +204,8 @@ class Metrics:
         attributes = self._type_attributes.get(label)
         if attributes is None:
             attributes = self._type_attributes[label] = {"event.type": label}
-        self._events.add(1, attributes)
-        self._value.add(event.value, attributes)
-        self._lag.record(max(0.0, time.time() - event.occurred_at.timestamp()), attributes)
         self.totals.add(label, event.value)
+        self._lag.record(max(0.0, time.time() - event.occurred_at.timestamp()), attributes)
 
     # SQSObserver
 
@@ -234,7 +242,19 @@ class Metrics:
 
     async def checkpoint(self) -> bool:
         """Export everything recorded so far; True once the Collector has it."""
+        # Taken here, on the event loop that records events, so the export thread
+        # reads a consistent copy that includes every event handled before this call.
+        self._snapshot = [
+            (self._type_attributes[name], total.count, total.sum)
+            for name, total in self.totals.by_type.items()
+        ]
         return await asyncio.to_thread(self._reader.export_now)
+
+    def _observe_counts(self, options: CallbackOptions) -> Iterable[Observation]:
+        return [Observation(count, attributes) for attributes, count, _ in self._snapshot]
+
+    def _observe_values(self, options: CallbackOptions) -> Iterable[Observation]:
+        return [Observation(total, attributes) for attributes, _, total in self._snapshot]
 
     def shutdown(self) -> None:
         self._provider.shutdown()

@@ -20,6 +20,7 @@ from .client import (
 from .message import SQSMessage
 from .opentelemetry import SQSTelemetryMiddleware
 from .settle import (
+    ORIGINAL_ID_ATTRIBUTE,
     REJECT_DETAIL_ATTRIBUTE,
     REJECT_REASON_ATTRIBUTE,
     SettleOptions,
@@ -29,6 +30,7 @@ from .subscriber import SQSSubscriber
 from .testing import TestSQSBroker
 
 __all__ = (
+    "ORIGINAL_ID_ATTRIBUTE",
     "REJECT_DETAIL_ATTRIBUTE",
     "REJECT_REASON_ATTRIBUTE",
     "SQS_ERRORS",

@@ -26,6 +26,9 @@ log = logging.getLogger("worker.sqs")
 
 REJECT_REASON_ATTRIBUTE: Final = "nps-reject-reason"
 REJECT_DETAIL_ATTRIBUTE: Final = "nps-reject-detail"
+# The rejected message's own id: a crash or a lost reply can leave two copies in the
+# DLQ, and this tells them apart from two messages with the same body.
+ORIGINAL_ID_ATTRIBUTE: Final = "nps-original-message-id"
 BACKOFF_BASE_SECONDS: Final = 2
 BACKOFF_CAP_SECONDS: Final = 900
 
@@ -214,6 +217,7 @@ class Settler:
             )
 
     async def _every_tick(self, step: Callable[[], Awaitable[None]], what: str) -> None:
+        failing = False
         while not self._closing.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._closing.wait(), timeout=self._tick())
@@ -222,7 +226,13 @@ class Settler:
             try:
                 await step()
             except Exception:  # an outage: keep holding, try again next tick
-                log.warning("%s failed; will retry", what, exc_info=True)
+                if not failing:  # once per outage, not once per tick
+                    log.warning("%s failed; retrying every tick", what, exc_info=True)
+                failing = True
+            else:
+                if failing:
+                    log.info("%s works again", what)
+                failing = False
 
     async def _checkpoint_if_due(self) -> None:
         if self._checkpoint_due():
@@ -298,6 +308,7 @@ class Settler:
                 {
                     REJECT_REASON_ATTRIBUTE: m.reject_reason,
                     REJECT_DETAIL_ATTRIBUTE: m.reject_detail or "-",
+                    ORIGINAL_ID_ATTRIBUTE: m.message_id,
                 },
             )
             for m in rejected
