@@ -1,7 +1,8 @@
 """A local stand-in for `kubectl scale`: 1, then 3, then 1 worker processes on one queue.
 
-Each worker is held to one message per poll and one poller, so one process cannot
-saturate moto and the test sees replicas add throughput. Scale-in is what Kubernetes
+Each worker is held to one message per poll and one poller, behind 20 ms of added
+latency per SQS call, so no process can saturate moto or the CPU and the test sees
+replicas add throughput. Scale-in is what Kubernetes
 does: SIGTERM to the extra processes. The fleet's totals must stay exact throughout.
 """
 
@@ -11,11 +12,13 @@ import subprocess
 import threading
 import time
 from typing import Any
+from urllib.parse import urlparse
 
 import pytest
 
 from tests.conftest import Env, nps_worker
 from tests.otlp import OTLPReceiver
+from tests.proxy import FaultyProxy
 from tests.sqs import depth, send_bodies, sqs_client
 from tests.test_faults import Rig, audit, drain_with_a_fresh_worker, report, valid_only
 from tests.test_worker_integration import provision, stop, wait_until
@@ -66,7 +69,13 @@ def test_one_three_one_workers_scale_throughput_and_keep_totals_exact(
 ) -> None:
     queue_url, dlq_url = provision(worker_env.values)
     sqs = sqs_client(sqs_endpoint)
-    env = worker_env.with_(WORKER_CONCURRENCY="1", MAX_MESSAGES_PER_BATCH="1")
+    # 20 ms on every SQS call, as a network would add: each worker is bound by latency,
+    # not by this machine's two cores, so replicas add throughput as they do in a cluster.
+    proxy = FaultyProxy(urlparse(sqs_endpoint).port or 0).start()
+    proxy.delay(0.02)
+    env = worker_env.with_(
+        WORKER_CONCURRENCY="1", MAX_MESSAGES_PER_BATCH="1", AWS_ENDPOINT_URL_SQS=proxy.endpoint
+    )
     with SteadyProducer(sqs, queue_url) as producer:
         rig = Rig(env, sqs, queue_url, dlq_url, producer.ledger)
         fleet: list[subprocess.Popen[str]] = [nps_worker("run", env=env)]
@@ -84,6 +93,7 @@ def test_one_three_one_workers_scale_throughput_and_keep_totals_exact(
 
     code, _, stderr = stop(fleet[0], 60)
     assert code == 0, stderr
+    proxy.stop()
     # What is left goes through one full-speed worker, so the audit sees everything.
     drain_with_a_fresh_worker(Rig(worker_env.values, sqs, queue_url, dlq_url, rig.ledger))
     result = audit(rig, otlp)
@@ -95,9 +105,8 @@ def test_one_three_one_workers_scale_throughput_and_keep_totals_exact(
         sent=len(rig.ledger),
         **vars(result),
     )
-    # Three processes share this machine's two cores with moto and the test itself, so
-    # the gain is well short of 3x; it must still be a clear gain, and it must go away.
-    assert three > 1.25 * one
-    assert one_again < three
+    # Latency-bound, three replicas approach 3x; the CPU they share still costs some.
+    assert three > 1.5 * one
+    assert one_again < 0.75 * three
     assert (result.losses, result.duplicates, result.still_queued) == (0, 0, 0)
     assert result.counted == len(rig.ledger)
