@@ -12,17 +12,49 @@ from pathlib import Path
 
 import pytest
 
+from tests.emulators import EmulatorUnavailable, sqs_emulator
 from tests.otlp import OTLPReceiver
-from worker.local_sqs import local_sqs
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def _emulator(name: str) -> Iterator[str]:
+    try:
+        with sqs_emulator(name) as endpoint:
+            yield endpoint
+    except EmulatorUnavailable as error:
+        if os.environ.get("CI") == "true":  # CI installs every emulator: missing is a failure
+            pytest.fail(str(error))
+        pytest.skip(str(error))
+
+
 @pytest.fixture(scope="session")
-def sqs_endpoint() -> Iterator[str]:
+def moto_endpoint() -> Iterator[str]:
     """moto's SQS server, over HTTP on 127.0.0.1 and a free port (the demo's own)."""
-    with local_sqs() as endpoint:
-        yield endpoint
+    yield from _emulator("moto")
+
+
+@pytest.fixture(scope="session")
+def fauxqs_endpoint() -> Iterator[str]:
+    """fauxqs, a fast SQS emulator, over HTTP on 127.0.0.1 and a free port."""
+    yield from _emulator("fauxqs")
+
+
+@pytest.fixture
+def sqs_endpoint(moto_endpoint: str) -> str:
+    """The SQS API integration tests use; the fault and scale suites override it."""
+    return moto_endpoint
+
+
+@pytest.fixture(params=["fauxqs", pytest.param("moto", marks=pytest.mark.soak)])
+def emulator(request: pytest.FixtureRequest) -> str:
+    """Fault and scale tests run on fauxqs by default, and on moto in the soak suite."""
+    return str(request.param)
+
+
+@pytest.fixture
+def emulator_endpoint(emulator: str, request: pytest.FixtureRequest) -> str:
+    return str(request.getfixturevalue(f"{emulator}_endpoint"))
 
 
 @pytest.fixture

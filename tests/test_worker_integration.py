@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import json
 import random
-import signal
-import subprocess
-import time
 from collections import Counter
 from datetime import UTC, datetime
 from typing import Any
@@ -14,6 +11,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import Env, free_port, http_status, nps_worker, run_cli
+from tests.fleet import provision, stop, wait_until
 from tests.otlp import GrpcOTLPReceiver, OTLPReceiver
 from tests.sqs import depth, drain, send_bodies, sqs_client
 from worker.events import Rejection, parse_event
@@ -22,29 +20,6 @@ from worker.kata import KataMessage, scenarios
 pytestmark = pytest.mark.integration
 
 STATES = ("visible", "in_flight", "delayed")
-
-
-def wait_until(condition: object, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():  # type: ignore[operator]
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def provision(env: dict[str, str]) -> tuple[str, str]:
-    result = run_cli("provision", env=env)
-    assert result.returncode == 0, result.stderr
-    lines = result.stdout.split()
-    return lines[1], lines[4]
-
-
-def stop(process: subprocess.Popen[str], timeout: float) -> tuple[int, float, str]:
-    started = time.monotonic()
-    process.send_signal(signal.SIGTERM)
-    _, stderr = process.communicate(timeout=timeout)
-    return process.returncode, time.monotonic() - started, stderr
 
 
 def kata_backlog(
@@ -118,7 +93,7 @@ def test_sigterm_during_a_backlog_exits_promptly_and_loses_nothing(
     env = worker_env.with_(SQS_WAIT_TIME_SECONDS="5")
     queue_url, _ = provision(env)
     sqs = sqs_client(sqs_endpoint)
-    sent = 1500
+    sent = 500
     body = json.dumps({"type": "pageview", "value": 1, "occurred_at": "2020-10-06 10:02:05"})
     send_bodies(sqs, queue_url, [body] * sent)
 
