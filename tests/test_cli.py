@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+import pty
+import re
+import subprocess
+import sys
 
 import pytest
 
-from tests.conftest import run_cli
+from tests.conftest import ROOT, run_cli
 
 CLEAN_ENV = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "SQS_", "AWS_"))}
 
@@ -74,3 +78,40 @@ def test_demo_prints_a_summary_of_exactly_the_valid_events() -> None:
     pageviews = next(row for row in summary if row["type"] == "pageview")
     assert pageviews["sum"] == pageviews["count"]  # a pageview's value is always 1
     assert "dead-letter queue depth: 70" in result.stderr
+    # Piped, the table is plain text: progress lines, then the final table once.
+    assert "\x1b[" not in result.stderr
+    assert "sent 270/270, backlog 0" in result.stderr
+    assert "dead-lettered             70" in result.stderr
+    assert "270 messages in" in result.stderr
+
+
+@pytest.mark.integration
+def test_demo_redraws_its_table_in_place_on_a_terminal() -> None:
+    """On a terminal the table is drawn while the work goes on, over its last frame."""
+    controller, terminal = pty.openpty()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "worker", "demo", "--events", "540"],
+        env=CLEAN_ENV,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=terminal,
+        text=True,
+    )
+    os.close(terminal)
+    shown = bytearray()
+    while True:
+        try:
+            chunk = os.read(controller, 65_536)
+        except OSError:  # the terminal closed: the demo has exited
+            break
+        if not chunk:
+            break
+        shown += chunk
+    stdout, _ = process.communicate(timeout=120)
+    os.close(controller)
+    assert process.returncode == 0
+    screen = shown.decode()
+    frames = screen.count("\x1b[J")
+    assert frames >= 2, screen  # drawn during the run, not only at the end
+    assert re.search(r"\x1b\[\d+F", screen), screen  # back up over the last frame
+    assert sum(json.loads(line)["count"] for line in stdout.splitlines()) == 400

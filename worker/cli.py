@@ -59,8 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--duration",
         type=_positive_float,
-        default=60.0,
-        help="stop after this many seconds (default 60)",
+        default=None,
+        help="stop after this many seconds, with a summary of what was counted (default: "
+        "when every event is counted)",
     )
     produce_cmd = commands.add_parser("produce", help="send kata scenarios to the queue")
     produce_cmd.add_argument(
@@ -162,7 +163,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             _exit_without_waiting_for_stuck_calls()
         elif args.command == "demo":
             return asyncio.run(
-                run_demo(settings, events=args.events, duration=args.duration, out=sys.stdout)
+                run_demo(
+                    settings,
+                    events=args.events,
+                    duration=args.duration,
+                    out=sys.stdout,
+                    err=sys.stderr,
+                )
             )
         elif args.command == "produce":
             asyncio.run(_produce(settings, args))

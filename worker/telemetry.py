@@ -12,6 +12,7 @@ import logging
 import threading
 import time
 import uuid
+from collections import Counter as Tally
 from collections.abc import Iterable, Mapping
 from typing import Any, Final
 
@@ -192,6 +193,8 @@ class Metrics:
         self._type_attributes: dict[str, Mapping[str, str]] = {}
         self._queue_attributes: dict[str, Mapping[str, str]] = {}
         self.totals = Totals()
+        # Dead-lettered messages by reason, for in-process readers (the demo's table).
+        self.rejected: Tally[str] = Tally()
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Metrics:
@@ -216,6 +219,7 @@ class Metrics:
         self._duration.record(seconds, self._queue(queue))
 
     def dead_lettered(self, reason: str) -> None:
+        self.rejected[reason] += 1
         self._rejected.add(1, {"reason": reason})
 
     def queue_depth(self, queue: str, depth: QueueDepth) -> None:
