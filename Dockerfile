@@ -2,7 +2,7 @@
 # nps-worker: a slim, non-root image with the locked runtime dependencies only.
 #   docker build -t nps-worker:dev .
 
-ARG PYTHON_IMAGE=python:3.11.14-slim-bookworm
+ARG PYTHON_IMAGE=python:3.11.15-slim-bookworm
 
 FROM ghcr.io/astral-sh/uv:0.13.9 AS uv
 

@@ -15,6 +15,7 @@ from opentelemetry.sdk.metrics.export import (
     MetricsData,
 )
 
+from worker.events import REJECT_REASONS
 from worker.faststream_sqs import SQSBroker, SQSTelemetryMiddleware, TestSQSBroker
 from worker.handler import subscribe
 from worker.settings import Settings
@@ -135,3 +136,12 @@ def test_faststreams_opentelemetry_middleware_reports_sqs_messages() -> None:
     point: Any = next(iter(names["messaging.process.duration"].data.data_points))
     assert point.attributes is not None
     assert point.attributes["messaging.system"] == "aws_sqs"
+
+
+def test_every_reject_reason_is_exported_at_zero_before_the_first_reject() -> None:
+    _, metrics, exporter = make()
+    asyncio.run(metrics.checkpoint())
+    rejected = {
+        dict(key)["reason"]: p.value for key, p in exporter.series("nps.events.rejected").items()
+    }
+    assert rejected == dict.fromkeys(REJECT_REASONS, 0)

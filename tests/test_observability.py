@@ -168,7 +168,8 @@ def test_collector_pipelines_use_only_components_it_defines() -> None:
 def test_collector_exports_to_prometheus_where_compose_runs_it() -> None:
     config = yaml.safe_load(COLLECTOR_CONFIG.read_text())
     [exporter] = config["service"]["pipelines"]["metrics"]["exporters"]
-    assert exporter.split("/")[0] == "otlphttp"
+    # `otlp_http`, not the alias `otlphttp` that 0.144+ warns about at every start.
+    assert exporter.split("/")[0] == "otlp_http"
     endpoint = config["exporters"][exporter]["metrics_endpoint"]
     assert endpoint == "http://prometheus:9090/api/v1/otlp/v1/metrics"
     prometheus = services()["prometheus"]
@@ -182,6 +183,18 @@ def test_collector_exports_to_prometheus_where_compose_runs_it() -> None:
 
 
 # Prometheus
+
+
+def test_prometheus_turns_each_counter_start_into_a_zero_sample() -> None:
+    """Without it a new series' first sample is already its first burst, which rate() and
+    increase() never see: a new process's first export would be lost to every panel."""
+    from tests.test_kubernetes import one
+
+    flag = "--enable-feature=created-timestamp-zero-ingestion"
+    assert flag in services()["prometheus"]["command"]
+    deployment = one("base+observability", "Deployment", "prometheus")
+    [container] = deployment["spec"]["template"]["spec"]["containers"]
+    assert flag in container["args"]
 
 
 def test_prometheus_promotes_the_instance_and_service_to_labels() -> None:
@@ -342,7 +355,7 @@ def test_the_dashboard_has_the_panels_and_variables_users_need() -> None:
     assert titles == {
         "Live worker instances",
         "Backlog and DLQ depth",
-        "Totals by type over the range",
+        "Totals by type, every process seen in the range",
         "Events per second by type",
         "Value per second by type",
         "Rejected per second by reason",

@@ -29,7 +29,7 @@ from opentelemetry.sdk.metrics.export import (
 from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, View
 from opentelemetry.sdk.resources import SERVICE_INSTANCE_ID, SERVICE_NAME, Resource
 
-from .events import Event
+from .events import REJECT_REASONS, Event
 from .faststream_sqs import QueueDepth
 from .settings import Settings
 from .totals import Totals, TypeCap
@@ -169,6 +169,10 @@ class Metrics:
             unit="{event}",
             description="Messages dead-lettered, by reason.",
         )
+        # Every reason's series exists from the first export, at 0: a series whose first
+        # sample is already a burst is invisible to rate() and increase() (and alerts).
+        for reason in REJECT_REASONS:
+            self._rejected.add(0, {"reason": reason})
         self._lag = meter.create_histogram(
             "nps.event.lag", unit="s", description="Processing time minus occurred_at."
         )
