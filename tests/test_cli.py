@@ -34,6 +34,12 @@ def test_every_command_has_help(command: list[str]) -> None:
         ("WORKER_CONCURRENCY", "many"),
         ("LOG_FORMAT", "xml"),
         ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json"),
+        ("AWS_ENDPOINT_URL_SQS", "not-a-url"),
+        ("AWS_ENDPOINT_URL", "localhost:4566"),
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", "not-a-url"),
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:99999"),
+        # More would put events in a series with no event.type (the SDK's own cap).
+        ("MAX_EVENT_TYPES", "2000"),
     ],
 )
 def test_bad_configuration_is_one_line_naming_the_setting(variable: str, value: str) -> None:

@@ -9,7 +9,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from worker.events import MAX_DETAIL_CHARS, REJECT_REASONS, Event, Rejection, parse_event
+from worker.events import (
+    MAX_DETAIL_CHARS,
+    MAX_EVENT_VALUE,
+    REJECT_REASONS,
+    Event,
+    Rejection,
+    parse_event,
+)
 
 
 def body(**fields: object) -> bytes:
@@ -51,7 +58,7 @@ def test_occurred_at_accepts_the_kata_format_and_iso_8601(text: str, expected: d
     assert event.occurred_at == expected
 
 
-@pytest.mark.parametrize("value", [0, 1, 12.5, 1e300])
+@pytest.mark.parametrize("value", [0, 1, 12.5, MAX_EVENT_VALUE, float(MAX_EVENT_VALUE)])
 def test_any_finite_non_negative_json_number_is_a_value(value: float) -> None:
     event = parse_event(body(value=value))
     assert isinstance(event, Event)
@@ -99,6 +106,19 @@ def test_extra_keys_are_ignored() -> None:
         (body(occurred_at="2020-10-06"), "invalid_field"),
         (body(occurred_at=1601978525), "invalid_field"),
         (body(occurred_at="2020-13-06 10:02:05"), "invalid_field"),
+        # A sum must stay finite: 1e308 twice is inf, and a 400-digit integer has no float.
+        (body(value=1e308), "invalid_field"),
+        (body(value=MAX_EVENT_VALUE + 0.01), "invalid_field"),
+        (body(value=10**400), "invalid_field"),
+        # A type is a label value: never blank, never control characters, never "_other".
+        (body(type="   "), "invalid_field"),
+        (body(type="a\u0007b"), "invalid_field"),
+        (body(type="page\nview"), "invalid_field"),
+        (body(type="a\u200bb"), "invalid_field"),
+        (body(type="_other"), "invalid_field"),
+        # Nested past the JSON parser's recursion limit, even inside an ignored key.
+        (b'{"x": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", "malformed_json"),
+        (b'{"x": ' + b'{"a": ' * 5_000 + b"1" + b"}" * 5_000 + b"}", "malformed_json"),
     ],
 )
 def test_every_broken_rule_has_its_reason(raw: bytes, expected: str) -> None:
@@ -149,3 +169,12 @@ def test_arbitrary_objects_are_an_event_or_one_of_the_four_reasons(
     else:
         assert outcome.value >= 0
         assert 1 <= len(outcome.type) <= 64
+
+
+@given(st.integers(min_value=1, max_value=3_000), st.sampled_from(["[", '{"k": ']))
+def test_any_nesting_depth_is_an_outcome_never_an_exception(depth: int, opener: str) -> None:
+    closer = "]" if opener == "[" else "}"
+    raw = '{"type": "a", "value": 1, "occurred_at": "2020-10-06 10:02:05", "x": '
+    raw += opener * depth + ("1" if opener != "[" else "") + closer * depth + "}"
+    outcome = parse_event(raw)
+    assert isinstance(outcome, Event) or outcome.reason == "malformed_json"

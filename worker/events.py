@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import json
 import math
+import unicodedata
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any, Final, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -29,6 +31,11 @@ REJECT_REASONS: Final[tuple[RejectReason, ...]] = (
 )
 MAX_DETAIL_CHARS: Final = 256
 MAX_TYPE_CHARS: Final = 64
+# Far above any price, and low enough that a per-type sum stays finite and, below
+# 2**53 cents (about 9e13), exact to the cent; 1e308 twice would overflow to inf.
+MAX_EVENT_VALUE: Final = 1_000_000_000
+# The label for types beyond MAX_EVENT_TYPES: no event may claim it.
+OVERFLOW_TYPE: Final = "_other"
 
 _TIME_PROBLEM: Final = "must be 'YYYY-MM-DD HH:MM:SS' or an ISO 8601 date and time"
 
@@ -55,8 +62,24 @@ def _json_number(raw: object) -> float | int:
     # wants neither, and a precise message for each.
     if isinstance(raw, bool) or not isinstance(raw, int | float):
         raise ValueError(f"must be a JSON number, got {_json_kind(raw)}")
-    if not math.isfinite(raw):
+    # Compared before any float conversion: a JSON integer of 400 digits is valid JSON,
+    # and float() of it raises OverflowError.
+    if isinstance(raw, float) and not math.isfinite(raw):
         raise ValueError("must be finite")
+    if raw > MAX_EVENT_VALUE:
+        raise ValueError(f"must be at most {MAX_EVENT_VALUE:,}")
+    return raw
+
+
+def _label_safe(raw: str) -> str:
+    # A type becomes a metric label value: blank or control characters make series that
+    # no dashboard can show or select, and the overflow bucket's name is taken.
+    if not raw.strip():
+        raise ValueError("must not be blank")
+    if any(unicodedata.category(char) in ("Cc", "Cf") for char in raw):
+        raise ValueError("must not contain control characters")
+    if raw == OVERFLOW_TYPE:
+        raise ValueError(f"{OVERFLOW_TYPE!r} is reserved for types beyond MAX_EVENT_TYPES")
     return raw
 
 
@@ -65,7 +88,11 @@ class Event(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="ignore")
 
-    type: Annotated[str, Field(min_length=1, max_length=MAX_TYPE_CHARS, strict=True)]
+    type: Annotated[
+        str,
+        Field(min_length=1, max_length=MAX_TYPE_CHARS, strict=True),
+        AfterValidator(_label_safe),
+    ]
     value: Annotated[float | int, BeforeValidator(_json_number), Field(ge=0)]
     occurred_at: Annotated[datetime, BeforeValidator(_parse_occurred_at)]
 
@@ -88,12 +115,16 @@ def parse_event(body: bytes | str) -> Event | Rejection:
         document: Any = json.loads(body)
     except (ValueError, TypeError) as error:  # UnicodeDecodeError is a ValueError
         return Rejection("malformed_json", f"not valid JSON: {error}")
+    except RecursionError:  # arrays or objects nested ~1,000 deep, even in an extra key
+        return Rejection("malformed_json", "not valid JSON: nested too deeply")
     if not isinstance(document, dict):
         return Rejection("not_an_object", f"expected a JSON object, got {_json_kind(document)}")
     try:
         return Event.model_validate(document)
     except ValidationError as error:
         return _rejection_from(error)
+    except RecursionError:
+        return Rejection("invalid_field", "a field is nested too deeply")
 
 
 def _rejection_from(error: ValidationError) -> Rejection:

@@ -8,8 +8,9 @@ the few that also shape our behaviour are checked here too.
 from __future__ import annotations
 
 from typing import Annotated, Literal
+from urllib.parse import urlparse
 
-from pydantic import AliasChoices, Field, ValidationError, model_validator
+from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # The worker extends a held message's visibility every third of the timeout and keeps
@@ -18,6 +19,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 MIN_VISIBILITY_TIMEOUT = 5
 # Stop polling (one long poll), finish in-hand work, export (OTLP's 10 s timeout), delete.
 SHUTDOWN_MARGIN_SECONDS = 25
+# The OpenTelemetry SDK keeps at most 2,000 attribute sets per metric and folds the rest
+# into one series with no attributes at all; one of ours is the `_other` bucket.
+MAX_EVENT_TYPES_LIMIT = 1_999
 
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 
@@ -38,7 +42,7 @@ class Settings(BaseSettings):
     sqs_wait_time_seconds: Annotated[int, Field(ge=0, le=20)] = 20
     sqs_read_timeout: Annotated[int, Field(ge=1, le=300)] = 30
     worker_concurrency: Annotated[int, Field(ge=1, le=64)] = 4
-    max_event_types: Annotated[int, Field(ge=1, le=10_000)] = 100
+    max_event_types: Annotated[int, Field(ge=1, le=MAX_EVENT_TYPES_LIMIT)] = 100
     health_port: Annotated[int, Field(ge=0, le=65_535)] = 8080
     log_level: LogLevel = "INFO"
     log_format: Literal["console", "json"] = "console"
@@ -48,6 +52,29 @@ class Settings(BaseSettings):
     otel_metric_export_interval: Annotated[int, Field(ge=100)] = 60_000
     otel_metrics_exporter: Literal["otlp", "console", "none"] = "otlp"
     otel_exporter_otlp_protocol: Literal["http/protobuf", "grpc"] = "http/protobuf"
+    # Read by boto3 and the OTLP exporter themselves; checked here so that a typo is one
+    # line at start-up, not a traceback (boto3) or a worker that never deletes (OTLP).
+    aws_endpoint_url_sqs: str | None = None
+    aws_endpoint_url: str | None = None
+    otel_exporter_otlp_endpoint: str | None = None
+
+    @field_validator(
+        "aws_endpoint_url_sqs",
+        "aws_endpoint_url",
+        "otel_exporter_otlp_endpoint",
+    )
+    @classmethod
+    def _an_http_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        url = urlparse(value)
+        if url.scheme not in ("http", "https") or not url.hostname:
+            raise ValueError("must be an http:// or https:// URL with a host")
+        try:
+            url.port  # noqa: B018  (parsing it is the check)
+        except ValueError:
+            raise ValueError("has a port that is not a number from 0 to 65535") from None
+        return value
 
     @model_validator(mode="after")
     def _default_dlq_name(self) -> Settings:
@@ -107,6 +134,6 @@ def _one_line(error: ValidationError) -> str:
         name = str(problem["loc"][0]).upper()
         given = problem.get("input")
         shown = f" (got {given!r})" if isinstance(given, str | int | float) else ""
-        text = problem["msg"]
+        text = str(problem["msg"]).removeprefix("Value error, ")
         problems.append(f"{name}: {text[:1].lower()}{text[1:]}{shown}")
     return "invalid configuration: " + "; ".join(problems)

@@ -11,7 +11,9 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Final
 
-OTHER_TYPE: Final = "_other"
+from .events import OVERFLOW_TYPE
+
+OTHER_TYPE: Final = OVERFLOW_TYPE
 
 
 class TypeCap:
