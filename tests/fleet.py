@@ -45,9 +45,11 @@ def provision(env: dict[str, str]) -> tuple[str, str]:
     return lines[1], lines[4]
 
 
-def stop(process: subprocess.Popen[str], timeout: float) -> tuple[int, float, str]:
+def stop(
+    process: subprocess.Popen[str], timeout: float, signum: int = signal.SIGTERM
+) -> tuple[int, float, str]:
     started = time.monotonic()
-    process.send_signal(signal.SIGTERM)
+    process.send_signal(signum)
     _, stderr = process.communicate(timeout=timeout)
     return process.returncode, time.monotonic() - started, stderr
 

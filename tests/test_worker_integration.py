@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import random
+import signal
+import socket
 from collections import Counter
 from datetime import UTC, datetime
 from typing import Any
@@ -90,8 +92,9 @@ def test_kata_traffic_is_counted_exactly_and_malformed_messages_are_dead_lettere
     assert consumed == {"aws_sqs": 270}
 
 
-def test_sigterm_during_a_backlog_exits_promptly_and_loses_nothing(
-    worker_env: Env, sqs_endpoint: str, otlp: OTLPReceiver
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP], ids=["SIGTERM", "SIGHUP"])
+def test_a_stop_signal_during_a_backlog_exits_promptly_and_loses_nothing(
+    worker_env: Env, sqs_endpoint: str, otlp: OTLPReceiver, signum: int
 ) -> None:
     env = worker_env.with_(SQS_WAIT_TIME_SECONDS="5")
     queue_url, _ = provision(env)
@@ -102,7 +105,7 @@ def test_sigterm_during_a_backlog_exits_promptly_and_loses_nothing(
 
     worker = nps_worker("run", env=env)
     wait_until(lambda: sum(depth(sqs, queue_url)) < sent - 100, 60, "some progress")
-    code, took, stderr = stop(worker, 30)
+    code, took, stderr = stop(worker, 30, signum)
     assert code == 0, stderr
     # The budget a grace period must exceed (a contract), not a speed target.
     assert took < Settings(sqs_wait_time_seconds=5).shutdown_budget_seconds
@@ -130,6 +133,27 @@ def test_health_endpoints_report_liveness_and_readiness(worker_env: Env, sqs_end
     finally:
         code, _, stderr = stop(worker, 30)
     assert code == 0, stderr
+
+
+def test_a_health_port_in_use_is_one_line_before_any_message_is_received(
+    worker_env: Env, sqs_endpoint: str
+) -> None:
+    queue_url, _ = provision(worker_env.values)
+    sqs = sqs_client(sqs_endpoint)
+    send_bodies(
+        sqs, queue_url, [json.dumps({"type": "a", "value": 1, "occurred_at": "2020-10-06"})]
+    )
+    with socket.socket() as taken:
+        taken.bind(("0.0.0.0", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run_cli("run", env=worker_env.with_(HEALTH_PORT=str(port)))
+    assert result.returncode == 2
+    # The app's own start-up log line may come first; the error is one line, no traceback.
+    *_, line = result.stderr.strip().splitlines()
+    assert line.startswith(f"nps-worker: HEALTH_PORT={port} cannot be used"), result.stderr
+    assert "Traceback" not in result.stderr
+    assert depth(sqs, queue_url) == (1, 0)  # still visible: nothing was received
 
 
 def test_a_missing_queue_is_one_readable_line(worker_env: Env) -> None:

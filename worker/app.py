@@ -5,7 +5,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import signal
 from dataclasses import dataclass
 from typing import Any
 
@@ -62,8 +64,13 @@ def create_worker(
         ready=lambda: broker.ready and not shutting_down,
     )
 
-    @app.after_startup
-    async def start_health() -> None:
+    @app.on_startup
+    async def before_any_receive() -> None:
+        # SIGHUP (a closed terminal, some supervisors) stops the worker as SIGTERM does,
+        # instead of killing it mid-batch; FastStream itself handles SIGINT and SIGTERM.
+        asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, app.exit)
+        # Bound before the broker starts: a port in use is one line and no message
+        # received, not a failure after polling began.
         if settings.health_port:
             await health.start()
 

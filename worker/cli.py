@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from . import __version__, dlq, stats
 from .demo import run_demo
 from .faststream_sqs import SQS_ERRORS, QueueNotFound, SQSRefused, calls_still_running
+from .health import HealthPortUnavailable
 from .local_sqs import DemoUnavailable
 from .logs import configure_logging
 from .queues import make_client, produce, provision
@@ -177,7 +178,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             asyncio.run(_provision(settings))
         elif args.command == "dlq":
             asyncio.run(_dlq(settings, args))
-    except (ConfigurationError, StartupError, DemoUnavailable) as error:
+    except (ConfigurationError, StartupError, DemoUnavailable, HealthPortUnavailable) as error:
         return _fail(str(error))
     except QueueNotFound as error:
         return _fail(f"queue {error.queue!r} does not exist; create it with `nps-worker provision`")

@@ -1,4 +1,4 @@
-"""The console script's entry: a SIGTERM is a clean stop from the first instant.
+"""The console script's entry: a SIGTERM (or SIGHUP) is a clean stop from the first instant.
 
 Importing the worker (boto3, FastStream, OpenTelemetry) takes about a second, and
 the app installs its graceful handler only once it runs. A SIGTERM before that
@@ -18,7 +18,8 @@ def _stop_before_start(signum: int, frame: FrameType | None) -> None:
 
 
 def main() -> int:
-    signal.signal(signal.SIGTERM, _stop_before_start)
+    for stop in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(stop, _stop_before_start)
     from .cli import main as cli_main  # the slow import, now interruptible
 
     return cli_main()

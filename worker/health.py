@@ -9,6 +9,10 @@ from collections.abc import Callable
 Probe = Callable[[], bool]
 
 
+class HealthPortUnavailable(Exception):
+    """The health port cannot be bound; the message is one line saying which and why."""
+
+
 class HealthServer:
     def __init__(self, port: int, *, live: Probe, ready: Probe, host: str = "0.0.0.0") -> None:
         self._port = port
@@ -22,7 +26,13 @@ class HealthServer:
         return int(self._server.sockets[0].getsockname()[1])
 
     async def start(self) -> None:
-        self._server = await asyncio.start_server(self._answer, self._host, self._port)
+        try:
+            self._server = await asyncio.start_server(self._answer, self._host, self._port)
+        except OSError as error:
+            raise HealthPortUnavailable(
+                f"HEALTH_PORT={self._port} cannot be used ({error.strerror or error}); "
+                "pick a free port, or 0 to serve no health endpoints"
+            ) from None
 
     async def stop(self) -> None:
         if self._server is not None:
