@@ -7,7 +7,7 @@ import threading
 from collections.abc import Iterator
 from concurrent import futures
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Final
 
 import grpc
 from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2_grpc
@@ -17,6 +17,8 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
 )
 from opentelemetry.proto.common.v1.common_pb2 import KeyValue
 
+PROTOBUF: Final = "application/x-protobuf"
+
 
 def _attributes(pairs: Any) -> dict[str, str]:
     return {kv.key: _value(kv) for kv in pairs}
@@ -25,6 +27,22 @@ def _attributes(pairs: Any) -> dict[str, str]:
 def _value(kv: KeyValue) -> str:
     which = kv.value.WhichOneof("value")
     return str(getattr(kv.value, which)) if which else ""
+
+
+def _points_in(request: ExportMetricsServiceRequest) -> int:
+    return sum(
+        len(getattr(metric, metric.WhichOneof("data")).data_points)
+        for rm in request.resource_metrics
+        for sm in rm.scope_metrics
+        for metric in sm.metrics
+    )
+
+
+def _reject_all(request: ExportMetricsServiceRequest) -> ExportMetricsServiceResponse:
+    response = ExportMetricsServiceResponse()
+    response.partial_success.rejected_data_points = _points_in(request)
+    response.partial_success.error_message = "out of order sample"
+    return response
 
 
 class Exports:
@@ -71,32 +89,62 @@ class Exports:
         return totals
 
 
+# How a receiver may answer an export; only "stored" stores it.
+ANSWERS: Final = ("stored", "down", "partial", "redirect", "redirect_to_login", "login_page")
+LOGIN_PAGE: Final = b"<html><body>Please sign in</body></html>"
+
+
 class OTLPReceiver(Exports):
-    """OTLP/HTTP (protobuf) on 127.0.0.1 and a free port."""
+    """OTLP/HTTP (protobuf) on 127.0.0.1 and a free port.
+
+    `answer` makes it misbehave as real receivers and the proxies before them do:
+    down (503), a partial success that rejects every point, a redirect with no
+    `Location`, an auth proxy's redirect to a login page (which answers GET 200),
+    or that login page served in place of the answer.
+    """
 
     def __init__(self) -> None:
         super().__init__()
-        self.fail = False  # answer 503, as a Collector that is down would
+        self.answer = "stored"
+        self.attempts = 0  # every POST, whatever the answer
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                self._reply(200, "text/html", LOGIN_PAGE)
+
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 if self.headers.get("Content-Encoding") == "gzip":
                     body = gzip.decompress(body)
-                if receiver.fail:
-                    self.send_response(503)
-                    self.end_headers()
-                    return
                 request = ExportMetricsServiceRequest()
                 request.ParseFromString(body)
-                receiver.add(request)
-                payload = ExportMetricsServiceResponse().SerializeToString()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/x-protobuf")
-                self.send_header("Content-Length", str(len(payload)))
+                receiver.attempts += 1
+                answer = receiver.answer
+                if answer == "stored":
+                    receiver.add(request)
+                    self._reply(200, PROTOBUF, ExportMetricsServiceResponse().SerializeToString())
+                elif answer == "down":
+                    self._reply(503, "text/plain", b"down")
+                elif answer == "partial":
+                    self._reply(200, PROTOBUF, _reject_all(request).SerializeToString())
+                elif answer == "redirect":
+                    self._reply(302, "text/plain", b"")
+                elif answer == "redirect_to_login":
+                    self._reply(302, "text/plain", b"", location="/login")
+                else:
+                    self._reply(200, "text/html", LOGIN_PAGE)
+
+            def _reply(
+                self, status: int, content_type: str, body: bytes, location: str = ""
+            ) -> None:
+                self.send_response(status)
+                self.send_header("Content-Type", content_type)
+                self.send_header("Content-Length", str(len(body)))
+                if location:
+                    self.send_header("Location", location)
                 self.end_headers()
-                self.wfile.write(payload)
+                self.wfile.write(body)
 
             def log_message(self, *args: Any) -> None:
                 pass
@@ -118,10 +166,12 @@ class OTLPReceiver(Exports):
 
 
 class GrpcOTLPReceiver(Exports, metrics_service_pb2_grpc.MetricsServiceServicer):
-    """OTLP/gRPC on 127.0.0.1 and a free port."""
+    """OTLP/gRPC on 127.0.0.1 and a free port; `partial` rejects every point (status OK)."""
 
     def __init__(self) -> None:
         super().__init__()
+        self.partial = False
+        self.attempts = 0
         self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
         # generated gRPC code carries no type hints
         metrics_service_pb2_grpc.add_MetricsServiceServicer_to_server(self, self._server)  # type: ignore[no-untyped-call]
@@ -130,6 +180,9 @@ class GrpcOTLPReceiver(Exports, metrics_service_pb2_grpc.MetricsServiceServicer)
     def Export(  # noqa: N802 (the generated service's naming)
         self, request: ExportMetricsServiceRequest, context: Any
     ) -> ExportMetricsServiceResponse:
+        self.attempts += 1
+        if self.partial:
+            return _reject_all(request)
         self.add(request)
         return ExportMetricsServiceResponse()
 

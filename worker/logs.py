@@ -35,3 +35,6 @@ def configure_logging(settings: Settings) -> None:
         logging.getLogger(noisy).setLevel(
             max(logging.WARNING, logging.getLevelName(settings.log_level))
         )
+    # The SDK's exporters log an error per failed attempt (every second in an outage);
+    # the checkpoint reader reports each change of state once, with the reason.
+    logging.getLogger("opentelemetry.exporter").setLevel(logging.CRITICAL)

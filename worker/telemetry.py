@@ -31,6 +31,7 @@ from opentelemetry.sdk.resources import SERVICE_INSTANCE_ID, SERVICE_NAME, Resou
 
 from .events import REJECT_REASONS, Event
 from .faststream_sqs import QueueDepth
+from .otlp_durability import ExportVerdicts, grpc_exporter, http_exporter
 from .settings import Settings
 from .totals import Totals, TypeCap
 
@@ -60,9 +61,16 @@ DURATION_BUCKETS: Final = (
 
 
 class CheckpointReader(MetricReader):
-    """Exports on demand and remembers whether the export succeeded."""
+    """Exports on demand and says whether the receiver stored it.
 
-    def __init__(self, exporter: MetricExporter | None) -> None:
+    A failed checkpoint is logged once when checkpoints start failing (and again
+    when the reason changes), and once when they succeed again: an outage is a
+    state, not a line per attempt.
+    """
+
+    def __init__(
+        self, exporter: MetricExporter | None, verdicts: ExportVerdicts | None = None
+    ) -> None:
         super().__init__(
             preferred_temporality={
                 Counter: AggregationTemporality.CUMULATIVE,
@@ -70,8 +78,10 @@ class CheckpointReader(MetricReader):
             }
         )
         self._exporter = exporter
+        self._verdicts = verdicts or ExportVerdicts()
         self._lock = threading.Lock()
         self._last_ok: bool | None = None
+        self._failing: str | None = None  # the kind of failure being reported, if any
 
     def _receive_metrics(
         self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any
@@ -79,12 +89,30 @@ class CheckpointReader(MetricReader):
         if self._exporter is None:
             self._last_ok = True
             return
+        self._verdicts.record(None)
         try:
             result = self._exporter.export(metrics_data, timeout_millis=timeout_millis)
-        except Exception:
+        except Exception as error:
             log.debug("metric export raised", exc_info=True)
             result = MetricExportResult.FAILURE
+            if self._verdicts.last_failure is None:
+                self._verdicts.record(f"export failed: {error}")
         self._last_ok = result is MetricExportResult.SUCCESS
+        self._report(self._verdicts.last_failure if not self._last_ok else None)
+
+    def _report(self, failure: str | None) -> None:
+        if failure is None:
+            if self._failing is not None:
+                log.info("checkpoints are stored again; deleting counted messages")
+            self._failing = None
+            return
+        kind = failure.split(":", 1)[0]
+        if kind != self._failing:
+            log.warning(
+                "checkpoint not stored (%s); holding every uncounted message and retrying",
+                failure,
+            )
+        self._failing = kind
 
     def export_now(self) -> bool:
         with self._lock:  # one export at a time, and its result is ours
@@ -109,30 +137,27 @@ def build_resource() -> Resource:
     return detected.merge(Resource(defaults))
 
 
-def build_exporter(settings: Settings) -> MetricExporter | None:
+def build_exporter(settings: Settings, verdicts: ExportVerdicts) -> MetricExporter | None:
     if settings.otel_metrics_exporter == "none":
         return None
     if settings.otel_metrics_exporter == "console":
         return ConsoleMetricExporter()
     if settings.otel_exporter_otlp_protocol == "grpc":
-        from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import (
-            OTLPMetricExporter as GrpcExporter,
-        )
-
-        return GrpcExporter()
-    from opentelemetry.exporter.otlp.proto.http.metric_exporter import (
-        OTLPMetricExporter as HttpExporter,
-    )
-
-    return HttpExporter()
+        return grpc_exporter(verdicts)
+    return http_exporter(verdicts)
 
 
 class Metrics:
     """The contract's instruments, and the `SQSObserver` the adapter reports to."""
 
-    def __init__(self, settings: Settings, exporter: MetricExporter | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        exporter: MetricExporter | None = None,
+        verdicts: ExportVerdicts | None = None,
+    ) -> None:
         self.resource = build_resource()
-        self._reader = CheckpointReader(exporter)
+        self._reader = CheckpointReader(exporter, verdicts)
         self._provider = MeterProvider(
             resource=self.resource,
             metric_readers=[self._reader],
@@ -202,7 +227,8 @@ class Metrics:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Metrics:
-        return cls(settings, build_exporter(settings))
+        verdicts = ExportVerdicts()
+        return cls(settings, build_exporter(settings, verdicts), verdicts)
 
     # Domain
 

@@ -31,6 +31,8 @@ REJECT_DETAIL_ATTRIBUTE: Final = "nps-reject-detail"
 ORIGINAL_ID_ATTRIBUTE: Final = "nps-original-message-id"
 BACKOFF_BASE_SECONDS: Final = 2
 BACKOFF_CAP_SECONDS: Final = 900
+# Failed checkpoints are retried after 1, 2, 4 ... flush intervals, up to this.
+CHECKPOINT_BACKOFF_CAP_SECONDS: Final = 10.0
 
 Checkpoint = Callable[[], Awaitable[bool]]
 
@@ -122,6 +124,7 @@ class Settler:
         self._room.set()
         self._closing = asyncio.Event()
         self._last_checkpoint = time.monotonic()
+        self._checkpoint_failures = 0
         self._checkpoint_lock = asyncio.Lock()
 
     @property
@@ -189,7 +192,9 @@ class Settler:
             self._last_checkpoint = time.monotonic()
             if not durable:
                 self._to_delete[:0] = batch
+                self._checkpoint_failures += 1
                 return False
+            self._checkpoint_failures = 0
             self._exported.extend(batch)
         await self._delete_exported()
         return True
@@ -269,6 +274,11 @@ class Settler:
 
     def _checkpoint_due(self) -> bool:
         since = time.monotonic() - self._last_checkpoint
+        if self._checkpoint_failures:
+            return since >= min(
+                CHECKPOINT_BACKOFF_CAP_SECONDS,
+                self._options.flush_interval * 2 ** (self._checkpoint_failures - 1),
+            )
         if self._to_delete:
             return since >= self._options.flush_interval or self.held >= self._options.max_held
         return since >= self._options.idle_checkpoint_interval

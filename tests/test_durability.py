@@ -1,0 +1,106 @@
+"""A message is deleted only once the receiver said it stored its count (issue 14)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.conftest import Env, nps_worker
+from tests.fleet import provision, stop, wait_until
+from tests.otlp import GrpcOTLPReceiver, OTLPReceiver
+from tests.sqs import depth, send_bodies, sqs_client
+why_not_stored = None  # type: ignore
+
+pytestmark = pytest.mark.integration
+
+EVENT = json.dumps({"type": "purchase", "value": 2.5, "occurred_at": "2020-10-06T10:02:05Z"})
+NOT_STORED = "checkpoint not stored"
+
+
+@pytest.mark.parametrize(
+    ("answer", "reason"),
+    [
+        ("partial", "points rejected"),
+        ("redirect", "redirected: HTTP 302 to nowhere"),
+        ("redirect_to_login", "redirected: HTTP 302 to /login"),
+        ("login_page", "not an OTLP answer: HTTP 200 with a text/html body"),
+        ("down", "refused: HTTP 503"),
+    ],
+)
+def test_an_answer_that_is_not_stored_holds_every_message_and_says_why_once(
+    worker_env: Env, sqs_endpoint: str, otlp: OTLPReceiver, answer: str, reason: str
+) -> None:
+    env = worker_env.values
+    queue_url, _ = provision(env)
+    sqs = sqs_client(sqs_endpoint)
+    send_bodies(sqs, queue_url, [EVENT] * 25)
+    otlp.answer = answer
+    worker = nps_worker("run", env=env)
+    wait_until(lambda: depth(sqs, queue_url) == (0, 25), 30, "all 25 to be held")
+    seen = otlp.attempts
+    wait_until(lambda: otlp.attempts >= seen + 3, 30, "three more checkpoints")
+    assert depth(sqs, queue_url) == (0, 25), "a message was deleted on an answer that stored nothing"
+    assert otlp.fleet_totals("nps.events", "event.type") == {}
+
+    otlp.answer = "stored"
+    wait_until(lambda: depth(sqs, queue_url) == (0, 0), 30, "the queue to drain")
+    code, _, stderr = stop(worker, 30)
+    assert code == 0, stderr
+    assert otlp.fleet_totals("nps.events", "event.type") == {"purchase": 25}
+    warnings = [line for line in stderr.splitlines() if NOT_STORED in line]
+    assert len(warnings) == 1, stderr
+    assert reason in warnings[0]
+    assert stderr.count("checkpoints are stored again") == 1, stderr
+    assert "Traceback" not in stderr
+
+
+def test_a_grpc_partial_success_is_not_stored(worker_env: Env, sqs_endpoint: str) -> None:
+    receiver = GrpcOTLPReceiver()
+    receiver.partial = True
+    receiver.start()
+    try:
+        env = worker_env.with_(
+            OTEL_EXPORTER_OTLP_PROTOCOL="grpc", OTEL_EXPORTER_OTLP_ENDPOINT=receiver.endpoint
+        )
+        queue_url, _ = provision(env)
+        sqs = sqs_client(sqs_endpoint)
+        send_bodies(sqs, queue_url, [EVENT] * 25)
+        worker = nps_worker("run", env=env)
+        wait_until(lambda: depth(sqs, queue_url) == (0, 25), 30, "all 25 to be held")
+        seen = receiver.attempts
+        wait_until(lambda: receiver.attempts >= seen + 3, 30, "three more checkpoints")
+        assert depth(sqs, queue_url) == (0, 25)
+
+        receiver.partial = False
+        wait_until(lambda: depth(sqs, queue_url) == (0, 0), 30, "the queue to drain")
+        code, _, stderr = stop(worker, 30)
+        assert code == 0, stderr
+        assert receiver.fleet_totals("nps.events", "event.type") == {"purchase": 25}
+        assert stderr.count(NOT_STORED) == 1, stderr
+        assert "points rejected: " in stderr
+    finally:
+        receiver.stop()
+
+
+@pytest.mark.parametrize(
+    ("status", "headers", "body", "verdict"),
+    [
+        (200, {"Content-Type": "application/x-protobuf"}, b"", None),
+        (200, {}, b"", None),  # Prometheus's own OTLP endpoint answers so
+        (204, {}, b"", None),
+        (200, {"Content-Type": "application/json"}, b"{}", "not an OTLP answer"),
+        (200, {"Content-Type": "application/x-protobuf"}, b"\xff\xff\xff", "not an OTLP answer"),
+        (301, {"Location": "https://sso.example/"}, b"", "redirected: HTTP 301 to https://sso"),
+        (400, {}, b"", "refused: HTTP 400"),
+        (100, {}, b"", "refused: HTTP 100"),
+    ],
+)
+def test_only_a_2xx_otlp_answer_without_rejections_is_stored(
+    status: int, headers: dict[str, str], body: bytes, verdict: str | None
+) -> None:
+    failure = why_not_stored(status, headers, body)
+    if verdict is None:
+        assert failure is None
+    else:
+        assert failure is not None and failure.startswith(verdict)
