@@ -10,7 +10,7 @@ from tests.conftest import Env, nps_worker
 from tests.fleet import provision, stop, wait_until
 from tests.otlp import GrpcOTLPReceiver, OTLPReceiver
 from tests.sqs import depth, send_bodies, sqs_client
-why_not_stored = None  # type: ignore
+from worker.otlp_durability import why_not_stored
 
 pytestmark = pytest.mark.integration
 
