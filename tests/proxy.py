@@ -8,12 +8,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import threading
 from collections.abc import Callable
 
+# A receipt handle in a JSON-protocol request body (same length reversed: Content-Length holds).
+_RECEIPT = re.compile(rb'("ReceiptHandle"\s*:\s*")([^"]+)')
+
 
 class FaultyProxy:
-    """Forwards 127.0.0.1:<port> to `upstream_port`; `down`, `delay`, `lose_replies_to`."""
+    """Forwards 127.0.0.1:<port> to `upstream_port`; `down`, `delay`, `lose_replies_to`,
+    `stale_receipts_in`."""
 
     def __init__(self, upstream_port: int) -> None:
         self._upstream_port = upstream_port
@@ -25,6 +30,8 @@ class FaultyProxy:
         self._down = False
         self._delay = 0.0
         self._doomed: Callable[[bytes], bool] | None = None
+        self._stale: Callable[[bytes], bool] | None = None
+        self.requests_made_stale = 0
         self.replies_lost = 0
         self.connections_refused = 0
 
@@ -68,6 +75,11 @@ class FaultyProxy:
         """Forward matching requests, then drop the connection instead of the reply."""
         self._doomed = request_matches
 
+    def stale_receipts_in(self, request_matches: Callable[[bytes], bool] | None) -> None:
+        """Reverse every receipt handle in matching requests: the server then refuses each
+        entry as SQS refuses a stale receipt, or one held past its 12 h cap."""
+        self._stale = request_matches
+
     # Forwarding
 
     def _reset_all(self) -> None:
@@ -110,6 +122,9 @@ class FaultyProxy:
                     await asyncio.sleep(self._delay)
                 if self._doomed is not None and self._doomed(data):
                     doomed.set()
+                if self._stale is not None and self._stale(data):
+                    self.requests_made_stale += 1
+                    data = _RECEIPT.sub(lambda m: m[1] + m[2][::-1], data)
             elif doomed.is_set():
                 # The server has acted on the request; the client never hears of it.
                 self.replies_lost += 1

@@ -40,7 +40,7 @@ def test_an_answer_that_is_not_stored_holds_every_message_and_says_why_once(
     wait_until(lambda: depth(sqs, queue_url) == (0, 25), 30, "all 25 to be held")
     seen = otlp.attempts
     wait_until(lambda: otlp.attempts >= seen + 3, 30, "three more checkpoints")
-    assert depth(sqs, queue_url) == (0, 25), "a message was deleted on an answer that stored nothing"
+    assert depth(sqs, queue_url) == (0, 25), "deleted on an answer that stored nothing"
     assert otlp.fleet_totals("nps.events", "event.type") == {}
 
     otlp.answer = "stored"
@@ -103,4 +103,5 @@ def test_only_a_2xx_otlp_answer_without_rejections_is_stored(
     if verdict is None:
         assert failure is None
     else:
-        assert failure is not None and failure.startswith(verdict)
+        assert failure is not None
+        assert failure.startswith(verdict)

@@ -371,3 +371,40 @@ def test_three_workers_one_killed_one_added_keep_fleet_totals_exact(
     assert result.losses == 0
     # Only the killed one's last export-to-delete window can count twice.
     assert result.duplicates <= SettleOptions().max_held
+
+
+def test_messages_sqs_takes_back_while_the_collector_is_down_are_counted_once(
+    rig_for: Any, otlp: OTLPReceiver, sqs_proxy: FaultyProxy, emulator: str
+) -> None:
+    """SQS refuses to extend held messages (a stale receipt, or one held past its 12 h
+    cap) while no checkpoint can be stored: each comes back and is handled again, so
+    the first count must never reach the receiver."""
+    visibility = 5
+    rig: Rig = rig_for(
+        valid_only(100, seed=21),
+        SQS_VISIBILITY_TIMEOUT=str(visibility),
+        SQS_MAX_RECEIVE_COUNT="10",
+        SQS_WAIT_TIME_SECONDS="1",
+    )
+    otlp.answer = "down"
+    sqs_proxy.stale_receipts_in(lambda request: b"ChangeMessageVisibilityBatch" in request)
+    worker = nps_worker("run", env=rig.env)
+    try:
+        wait_until(lambda: sqs_proxy.requests_made_stale > 0, 30, "a refused extension")
+        # The refused messages reappear after their timeout and are held again; a refused
+        # extension after that means some were handled (counted) a second time.
+        time.sleep(visibility)
+        refused = sqs_proxy.requests_made_stale
+        wait_until(lambda: sqs_proxy.requests_made_stale > refused, 30, "a second round")
+    finally:
+        sqs_proxy.stale_receipts_in(None)
+        otlp.answer = "stored"
+    try:
+        wait_until(lambda: depth(rig.sqs, rig.queue_url) == (0, 0), 60, "the queue to drain")
+    finally:
+        code, _, stderr = stop(worker, 60)
+    assert code == 0, stderr
+    result = audit(rig, otlp)
+    report(f"extensions refused, Collector down ({emulator})", **vars(result))
+    assert (result.losses, result.duplicates) == (0, 0)
+    assert "SQS refused to extend" in stderr

@@ -1,8 +1,20 @@
 from __future__ import annotations
 
+import asyncio
 import random
+import sys
+from collections.abc import Sequence
 
-from worker.faststream_sqs.settle import BACKOFF_CAP_SECONDS, backoff_seconds
+from worker.faststream_sqs.client import OutgoingMessage, RawMessage, VisibilityChange
+from worker.faststream_sqs.message import ACKED
+from worker.faststream_sqs.settle import (
+    BACKOFF_CAP_SECONDS,
+    NoObserver,
+    SettleOptions,
+    Settler,
+    backoff_seconds,
+    undo_if_redelivered,
+)
 from worker.faststream_sqs.subscriber import POLL_BACKOFF_CAP_SECONDS, poll_backoff
 
 
@@ -19,3 +31,157 @@ def test_a_failing_poll_loop_waits_longer_each_time_but_never_more_than_the_cap(
     assert max(poll_backoff(1) for _ in range(200)) <= 1.0
     assert max(poll_backoff(50) for _ in range(200)) <= POLL_BACKOFF_CAP_SECONDS
     assert max(poll_backoff(50) for _ in range(200)) > 1.0
+
+
+# The ledger: what a message's count and receipt go through (an in-memory SQS client).
+
+
+class FakeSQS:
+    """Records deletes and visibility changes; refuses the extensions it is told to."""
+
+    def __init__(self) -> None:
+        self.deleted: list[str] = []
+        self.visibility: list[VisibilityChange] = []
+        self.refuse_extensions = False
+        self.sent: list[OutgoingMessage] = []
+
+    async def delete(self, queue_url: str, receipt_handles: Sequence[str]) -> list[str]:
+        self.deleted.extend(receipt_handles)
+        return []
+
+    async def change_visibility(
+        self, queue_url: str, changes: Sequence[VisibilityChange]
+    ) -> list[str]:
+        self.visibility.extend(changes)
+        return [c.receipt_handle for c in changes] if self.refuse_extensions else []
+
+    async def send(self, queue_url: str, messages: Sequence[OutgoingMessage]) -> int:
+        self.sent.extend(messages)
+        return 0
+
+
+class Counts:
+    """A count per message, and a checkpoint that can be made to wait or fail."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.exported: list[int] = []
+        self.durable = True
+        self.gate: asyncio.Event | None = None
+
+    def record(self) -> None:
+        self.count += 1
+
+        def undo() -> None:
+            self.count -= 1
+
+        undo_if_redelivered(undo)
+
+    async def checkpoint(self) -> bool:
+        snapshot = self.count
+        if self.gate is not None:
+            await self.gate.wait()
+        if self.durable:
+            self.exported.append(snapshot)
+        return self.durable
+
+
+def _settler(sqs: FakeSQS, counts: Counts) -> Settler:
+    return Settler(
+        sqs,  # type: ignore[arg-type]
+        "queue",
+        dead_letter_url="dlq",
+        checkpoint=counts.checkpoint,
+        observer=NoObserver(),
+        options=SettleOptions(visibility_timeout=30),
+    )
+
+
+def _message(n: int) -> RawMessage:
+    return RawMessage("queue", f"id-{n}", f"receipt-{n}", body="x" * 1000)
+
+
+def _handle(settler: Settler, counts: Counts, message: RawMessage) -> None:
+    with settler.handling(message):
+        counts.record()
+        message.outcome = ACKED
+
+
+def test_an_acked_message_is_queued_for_delete_as_its_handler_returns() -> None:
+    async def scenario() -> tuple[FakeSQS, Counts]:
+        sqs, counts = FakeSQS(), Counts()
+        settler = _settler(sqs, counts)
+        messages = [_message(n) for n in range(3)]
+        settler.hold(messages)
+        _handle(settler, counts, messages[0])
+        # A checkpoint between two handlers of one batch carries the first count: it
+        # must delete that message too, or a crash now would count it twice.
+        await settler.flush()
+        return sqs, counts
+
+    sqs, counts = asyncio.run(scenario())
+    assert counts.exported == [1]
+    assert sqs.deleted == ["receipt-0"]
+
+
+def test_a_message_sqs_takes_back_before_any_checkpoint_is_not_counted_or_deleted() -> None:
+    async def scenario() -> tuple[FakeSQS, Counts, Settler]:
+        sqs, counts = FakeSQS(), Counts()
+        settler = _settler(sqs, counts)
+        messages = [_message(n) for n in range(3)]
+        settler.hold(messages)
+        for message in messages:
+            _handle(settler, counts, message)
+        sqs.refuse_extensions = True
+        for held in settler._held.values():
+            held.expires_at = 0.0  # due for an extension, which SQS refuses
+        await settler._extend_expiring()
+        await settler.flush()
+        return sqs, counts, settler
+
+    sqs, counts, settler = asyncio.run(scenario())
+    assert counts.count == 0
+    assert counts.exported == [0]
+    assert sqs.deleted == []
+    assert settler.held == 0
+
+
+def test_a_message_taken_back_during_a_checkpoint_waits_for_its_result() -> None:
+    async def scenario(durable: bool) -> tuple[FakeSQS, Counts]:
+        sqs, counts = FakeSQS(), Counts()
+        counts.durable = durable
+        counts.gate = asyncio.Event()
+        settler = _settler(sqs, counts)
+        message = _message(1)
+        settler.hold([message])
+        _handle(settler, counts, message)
+        flushing = asyncio.create_task(settler.flush())
+        await asyncio.sleep(0)  # the export has taken its snapshot and waits
+        settler._return(message.receipt_handle)
+        assert counts.count == 1, "taken back while an export may carry it"
+        counts.gate.set()
+        await flushing
+        return sqs, counts
+
+    stored_sqs, stored = asyncio.run(scenario(durable=True))
+    # Exported: the count stays (a cumulative counter never goes down); never deleted.
+    assert (stored.count, stored.exported, stored_sqs.deleted) == (1, [1], [])
+    failed_sqs, failed = asyncio.run(scenario(durable=False))
+    # Not exported: taken back, so the redelivery is the one counted.
+    assert (failed.count, failed.exported, failed_sqs.deleted) == (0, [], [])
+
+
+def test_a_held_message_keeps_no_reference_to_its_body() -> None:
+    async def scenario() -> None:
+        sqs, counts = FakeSQS(), Counts()
+        settler = _settler(sqs, counts)
+        body = "".join(["{", '"a": 1', "}"])  # an object only this test refers to
+        message = RawMessage("queue", "id", "receipt", body=body)
+        settler.hold([message])
+        _handle(settler, counts, message)
+        del message
+        # Held until a checkpoint, for up to hours in an outage: bodies would be the bulk.
+        assert settler.held == 1
+        assert sys.getrefcount(body) == 2  # `body` here, and getrefcount's argument
+
+    asyncio.run(scenario())

@@ -8,7 +8,7 @@ from faststream.exceptions import RejectMessage
 from faststream.message import StreamMessage
 
 from .events import Event, Rejection, parse_event
-from .faststream_sqs import SQSBroker
+from .faststream_sqs import SQSBroker, undo_if_redelivered
 from .settings import Settings
 from .telemetry import Metrics
 
@@ -32,4 +32,6 @@ def subscribe(broker: SQSBroker, settings: Settings, metrics: Metrics) -> None:
         decoder=decode_event,
     )
     async def count_event(event: Event) -> None:
-        metrics.record_event(event)
+        # Should SQS take the message back before a checkpoint exported this count
+        # (a refused visibility extension), the redelivery counts it instead.
+        undo_if_redelivered(metrics.record_event(event))

@@ -13,7 +13,8 @@ import threading
 import time
 import uuid
 from collections import Counter as Tally
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from functools import partial
 from typing import Any, Final
 
 from opentelemetry.metrics import CallbackOptions, Observation
@@ -232,13 +233,15 @@ class Metrics:
 
     # Domain
 
-    def record_event(self, event: Event) -> None:
+    def record_event(self, event: Event) -> Callable[[], None]:
+        """Count `event`; returns what takes the count back (before it is exported)."""
         label = self._type_cap.label(event.type)
         attributes = self._type_attributes.get(label)
         if attributes is None:
             attributes = self._type_attributes[label] = {"event.type": label}
         self.totals.add(label, event.value)
         self._lag.record(max(0.0, time.time() - event.occurred_at.timestamp()), attributes)
+        return partial(self.totals.remove, label, event.value)
 
     # SQSObserver
 

@@ -49,6 +49,12 @@ class Totals:
         total.count += 1
         total.sum += value
 
+    def remove(self, event_type: str, value: float) -> None:
+        """Take back one `add` (a message SQS redelivers before its count was exported)."""
+        total = self.by_type[event_type]
+        total.count -= 1
+        total.sum -= value
+
     @property
     def count(self) -> int:
         return sum(total.count for total in self.by_type.values())

@@ -25,6 +25,7 @@ from .settle import (
     REJECT_REASON_ATTRIBUTE,
     SettleOptions,
     SQSObserver,
+    undo_if_redelivered,
 )
 from .subscriber import SQSSubscriber
 from .testing import TestSQSBroker
@@ -50,4 +51,5 @@ __all__ = (
     "VisibilityChange",
     "calls_still_running",
     "is_missing_queue",
+    "undo_if_redelivered",
 )

@@ -41,7 +41,8 @@ if TYPE_CHECKING:
     from faststream._internal.types import BrokerMiddleware, CustomCallable
 
 
-EXTRA_THREADS = 4  # for settling, sending and queue look-ups beside the pollers
+EXTRA_THREADS = 2  # for depth samples, publishing and queue look-ups beside the pollers
+SETTLE_THREADS = 4  # at least, for the settle client's delete and visibility batches
 
 
 class SQSLoggerStorage(DefaultLoggerStorage):
@@ -218,9 +219,10 @@ class SQSBroker(SQSRegistrator, BrokerUsecase[RawMessage, SQSClient, SQSBrokerCo
             raise ValueError(
                 f"a long poll of {wait} s cannot finish within the {read_timeout} s read timeout"
             )
-        threads = sum(s.concurrency for s in self.sqs_subscribers) + EXTRA_THREADS
-        client = SQSClient(threads=threads, **self._connection_kwargs)
-        self.config.broker_config.connect(client)
+        pollers = sum(s.concurrency for s in self.sqs_subscribers)
+        client = SQSClient(threads=pollers + EXTRA_THREADS, **self._connection_kwargs)
+        settle_client = SQSClient(threads=max(SETTLE_THREADS, pollers), **self._connection_kwargs)
+        self.config.broker_config.connect(client, settle_client)
         return client
 
     async def start(self) -> None:

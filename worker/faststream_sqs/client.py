@@ -27,9 +27,22 @@ T = TypeVar("T")
 
 # botocore's HTTP read timeout; a long poll must end before it, or it is torn down mid-wait.
 DEFAULT_READ_TIMEOUT: Final = 30
+# SQS's batch limits: entries per call, and the bytes of all bodies and attributes in one
+# send (1 MiB on AWS since 2025; 256 KiB on older APIs and emulators, so that is the bound).
+MAX_BATCH_ENTRIES: Final = 10
+MAX_BATCH_BYTES: Final = 262_144
 _MISSING_QUEUE_CODES: Final = frozenset(
     {"AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist"}
 )
+
+
+def describe_error(error: BaseException) -> str:
+    """One line for a log: SQS's error code and message, or the exception's name and text."""
+    if isinstance(error, ClientError):
+        details = error.response.get("Error", {})
+        return f"{details.get('Code', 'error')}: {details.get('Message', '')}".rstrip(": ")
+    first_line = str(error).splitlines()[0] if str(error) else ""
+    return f"{type(error).__name__}: {first_line}".rstrip(": ")
 
 
 def is_missing_queue(error: Exception) -> bool:
@@ -103,6 +116,14 @@ class RawMessage:
 class OutgoingMessage:
     body: str
     attributes: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def size(self) -> int:
+        """Bytes SQS counts against its limits: body, attribute names, types and values."""
+        return len(self.body.encode()) + sum(
+            len(name.encode()) + len("String") + len(value.encode())
+            for name, value in self.attributes.items()
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -278,7 +299,8 @@ class SQSClient:
         return await _each_chunk(batch, changes)
 
     async def send(self, queue_url: str, messages: Sequence[OutgoingMessage]) -> int:
-        """Send in batches of 10, concurrently; return how many failed."""
+        """Send in batches within SQS's entry and byte limits, concurrently; return how
+        many failed."""
 
         async def batch(chunk: Sequence[OutgoingMessage]) -> list[str]:
             entries = [
@@ -297,7 +319,8 @@ class SQSClient:
             )
             return [str(f["Id"]) for f in response.get("Failed", [])]
 
-        return len(await _each_chunk(batch, messages))
+        results = await asyncio.gather(*(batch(chunk) for chunk in _by_size(messages)))
+        return sum(len(failed) for failed in results)
 
     async def redrive_policy(self, queue_url: str) -> dict[str, Any] | None:
         attributes = await self.queue_attributes(queue_url, ["RedrivePolicy"])
@@ -308,9 +331,28 @@ class SQSClient:
 async def _each_chunk(
     call: Callable[[Sequence[T]], Awaitable[list[str]]], items: Sequence[T]
 ) -> list[str]:
-    """`call` on every batch of 10 at once (the pool bounds how many run); failures joined."""
-    results = await asyncio.gather(*(call(items[i : i + 10]) for i in range(0, len(items), 10)))
+    """`call` on every full batch at once (the pool bounds how many run); failures joined."""
+    step = MAX_BATCH_ENTRIES
+    results = await asyncio.gather(*(call(items[i : i + step]) for i in range(0, len(items), step)))
     return [failed for result in results for failed in result]
+
+
+def _by_size(messages: Sequence[OutgoingMessage]) -> list[list[OutgoingMessage]]:
+    """Consecutive batches of at most 10 messages and `MAX_BATCH_BYTES` (a larger message
+    goes alone, for SQS to judge)."""
+    batches: list[list[OutgoingMessage]] = []
+    size = 0
+    for message in messages:
+        if (
+            not batches
+            or len(batches[-1]) == MAX_BATCH_ENTRIES
+            or size + message.size > MAX_BATCH_BYTES
+        ):
+            batches.append([])
+            size = 0
+        batches[-1].append(message)
+        size += message.size
+    return batches
 
 
 # What a command line may catch to turn an SQS failure into one readable line.

@@ -15,11 +15,19 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
+from contextvars import ContextVar
+from dataclasses import dataclass, field
 from typing import Final, Protocol
 
-from .client import OutgoingMessage, QueueDepth, RawMessage, SQSClient, VisibilityChange
+from .client import (
+    OutgoingMessage,
+    QueueDepth,
+    RawMessage,
+    SQSClient,
+    VisibilityChange,
+    describe_error,
+)
 from .message import ACKED, NACKED, REJECTED
 
 log = logging.getLogger("worker.sqs")
@@ -35,6 +43,21 @@ BACKOFF_CAP_SECONDS: Final = 900
 CHECKPOINT_BACKOFF_CAP_SECONDS: Final = 10.0
 
 Checkpoint = Callable[[], Awaitable[bool]]
+Undo = Callable[[], None]
+
+# The undo list of the message whose handler is running in this context.
+_undo_for_current_message: ContextVar[list[Undo] | None] = ContextVar(
+    "sqs_undo_for_current_message", default=None
+)
+
+
+def undo_if_redelivered(undo: Undo) -> None:
+    """For a handler that recorded an effect a checkpoint will carry (a count): `undo`
+    reverses it if SQS takes the message back before any checkpoint carried it, so
+    the redelivery does not count it twice. Outside a handler it does nothing."""
+    undo_list = _undo_for_current_message.get()
+    if undo_list is not None:
+        undo_list.append(undo)
 
 
 async def always_durable() -> bool:
@@ -84,10 +107,24 @@ def backoff_seconds(receive_count: int, rng: random.Random | None = None) -> int
     return max(1, round((rng or random).uniform(ceiling / 2, ceiling)))
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)
 class _Held:
-    message: RawMessage
+    """A received message while this process holds it: no body, only what settling needs."""
+
+    receipt_handle: str
     expires_at: float
+    # Reverses what handling recorded, while no successful checkpoint has carried it.
+    undo: list[Undo] = field(default_factory=list)
+    handling: bool = False
+    # Set while an export that may carry its effects runs: undo waits for its result.
+    in_checkpoint: bool = False
+    # SQS takes it back (stale receipt, nack, hand-back): never delete it.
+    returned: bool = False
+
+    def take_back(self) -> None:
+        undo, self.undo = self.undo, []
+        for step in undo:
+            step()
 
 
 class Settler:
@@ -120,6 +157,7 @@ class Settler:
         # these must never be handed back, or they would be counted twice.
         self._exported: list[str] = []
         self._delete_failing = False
+        self._dead_letter_failing: str | None = None
         self._room = asyncio.Event()
         self._room.set()
         self._closing = asyncio.Event()
@@ -142,18 +180,38 @@ class Settler:
     def hold(self, messages: Iterable[RawMessage]) -> None:
         expires_at = time.monotonic() + self._options.visibility_timeout
         for message in messages:
-            self._held[message.receipt_handle] = _Held(message, expires_at)
+            self._held[message.receipt_handle] = _Held(message.receipt_handle, expires_at)
         self._update_room()
 
+    @contextlib.contextmanager
+    def handling(self, message: RawMessage) -> Iterator[None]:
+        """Around one message's handler: collects its undo steps and, once it is acked,
+        queues its delete in the same step, so no checkpoint can carry its count
+        without also deleting it."""
+        held = self._held.get(message.receipt_handle)
+        if held is None:  # returned to SQS before its handler ran
+            held = _Held(message.receipt_handle, 0.0, returned=True)
+        held.handling = True
+        token = _undo_for_current_message.set(held.undo)
+        try:
+            yield
+        finally:
+            _undo_for_current_message.reset(token)
+            held.handling = False
+        if held.returned:
+            if not held.in_checkpoint:
+                held.take_back()
+        elif message.outcome == ACKED:
+            self._to_delete.append(message.receipt_handle)
+
     async def settle(self, messages: Sequence[RawMessage]) -> None:
-        """Apply each message's outcome; deletes wait for the next checkpoint."""
+        """Apply the outcomes other than ack (queued by `handling`) to SQS."""
         rejected = [m for m in messages if m.outcome == REJECTED]
         dead_lettered = await self._dead_letter(rejected) if rejected else []
         failed = [
             m for m in messages if m.outcome == NACKED or (m in rejected and m not in dead_lettered)
         ]
         unsettled = [m for m in messages if m.outcome is None]
-        self._to_delete.extend(m.receipt_handle for m in messages if m.outcome == ACKED)
         if dead_lettered:
             # Their record is the DLQ copy, not a metric: delete now, so a crash cannot
             # leave a second copy behind by redelivering the original.
@@ -173,6 +231,9 @@ class Settler:
         """Hand messages back to the queue now (visibility 0)."""
         await self._change_visibility([VisibilityChange(m.receipt_handle, 0) for m in messages])
 
+    async def _release_held(self, receipt_handles: Sequence[str]) -> None:
+        await self._change_visibility([VisibilityChange(h, 0) for h in receipt_handles])
+
     async def run(self) -> None:
         """Background loops until `stop`: heartbeat; checkpoint and delete."""
         await asyncio.gather(
@@ -184,18 +245,30 @@ class Settler:
         """Checkpoint, then delete everything handled before it began."""
         async with self._checkpoint_lock:
             batch, self._to_delete = self._to_delete, []
+            # The export may carry the effects of these, and of any handler running now.
+            carried = [self._held[h] for h in batch if h in self._held]
+            carried += [h for h in self._held.values() if h.handling and h not in carried]
+            undo_steps_carried = [len(h.undo) for h in carried]
+            for held in carried:
+                held.in_checkpoint = True
             try:
                 durable = await self._checkpoint()
             except Exception:
                 log.warning("checkpoint failed", exc_info=True)
                 durable = False
             self._last_checkpoint = time.monotonic()
+            for held, steps in zip(carried, undo_steps_carried, strict=True):
+                held.in_checkpoint = False
+                if durable:
+                    del held.undo[:steps]  # exported: can no longer be taken back
+                if held.returned and not held.handling:
+                    held.take_back()  # what no checkpoint carried
             if not durable:
-                self._to_delete[:0] = batch
+                self._to_delete[:0] = [h for h in batch if h in self._held]
                 self._checkpoint_failures += 1
                 return False
             self._checkpoint_failures = 0
-            self._exported.extend(batch)
+            self._exported.extend(h for h in batch if h in self._held)
         await self._delete_exported()
         return True
 
@@ -210,10 +283,10 @@ class Settler:
         if self._exported:
             await self._delete_exported()  # one more try: these are counted already
         exported = set(self._exported)
-        stranded = [h.message for key, h in self._held.items() if key not in exported]
+        stranded = [key for key in self._held if key not in exported]
         if stranded:
             log.warning("handing back %d message(s) whose counts were not exported", len(stranded))
-            await self.release(stranded)
+            await self._release_held(stranded)
         if exported:
             log.warning(
                 "%d counted message(s) could not be deleted; if they reappear they are "
@@ -277,7 +350,7 @@ class Settler:
         if self._checkpoint_failures:
             return since >= min(
                 CHECKPOINT_BACKOFF_CAP_SECONDS,
-                self._options.flush_interval * 2 ** (self._checkpoint_failures - 1),
+                self._options.flush_interval * (1 << min(self._checkpoint_failures - 1, 16)),
             )
         if self._to_delete:
             return since >= self._options.flush_interval or self.held >= self._options.max_held
@@ -288,6 +361,13 @@ class Settler:
         # Half the timeout ahead: a slow or throttled SQS has that long to answer
         # before a held message reappears (and would be counted twice).
         horizon = now + self._options.visibility_timeout / 2
+        lapsed = [h.receipt_handle for h in self._held.values() if h.expires_at <= now]
+        if lapsed:
+            # Visible again (extensions failed, SQS was unreachable): another receive may
+            # have it now, so it is SQS's again, as a refused extension would be.
+            log.warning("%d held message(s) outlived their visibility timeout", len(lapsed))
+            for receipt_handle in lapsed:
+                self._return(receipt_handle)
         expiring = [h for h in self._held.values() if h.expires_at <= horizon]
         if not expiring:
             return
@@ -295,15 +375,22 @@ class Settler:
         failed = set(
             await self._client.change_visibility(
                 self._queue_url,
-                [VisibilityChange(h.message.receipt_handle, timeout) for h in expiring],
+                [VisibilityChange(h.receipt_handle, timeout) for h in expiring],
             )
         )
         for held in expiring:
-            if held.message.receipt_handle in failed:
-                # Its receipt is stale: someone else may hold it now, so never delete it.
-                self._discard(held.message.receipt_handle)
+            if held.receipt_handle in failed:
+                # Its receipt is stale (or past SQS's 12 h cap): the message comes back,
+                # to this worker or another, so never delete it, and take back its count.
+                self._return(held.receipt_handle)
             else:
                 held.expires_at = now + timeout
+        if failed:
+            log.warning(
+                "SQS refused to extend %d message(s); they will be redelivered and counted "
+                "then (their counts here were not exported, or are taken back)",
+                len(failed),
+            )
 
     async def _dead_letter(self, rejected: Sequence[RawMessage]) -> list[RawMessage]:
         if self._dead_letter_url is None:
@@ -325,37 +412,54 @@ class Settler:
         ]
         try:
             failures = await self._client.send(self._dead_letter_url, copies)
-        except Exception:
-            log.warning(
-                "dead-letter queue unreachable; rejected messages will be retried",
-                exc_info=True,
-            )
+        except Exception as error:
+            self._dead_letter_failed(describe_error(error))
             return []
         if failures:
             # Which ones failed is not worth tracking: retrying all only risks a duplicate copy.
-            log.warning("%d dead-letter copies failed; retrying their batch later", failures)
+            self._dead_letter_failed(f"SQS refused {failures} of {len(copies)} copies")
             return []
+        if self._dead_letter_failing is not None:
+            log.info("dead-lettering works again")
+            self._dead_letter_failing = None
         for message in rejected:
             self._observer.dead_lettered(message.reject_reason)
         return list(rejected)
 
+    def _dead_letter_failed(self, reason: str) -> None:
+        kind = reason.split(":", 1)[0]
+        if kind != self._dead_letter_failing:
+            log.warning(
+                "cannot copy rejected messages to the dead-letter queue (%s); they stay in "
+                "the queue and are retried after a backoff",
+                reason,
+            )
+        self._dead_letter_failing = kind
+
     async def _change_visibility(self, changes: list[VisibilityChange]) -> None:
+        for change in changes:
+            self._return(change.receipt_handle)
         try:
             await self._client.change_visibility(self._queue_url, changes)
-        except Exception:
+        except Exception as error:
             log.warning(
-                "could not change visibility; messages reappear after their timeout",
-                exc_info=True,
+                "could not change visibility (%s); messages reappear after their timeout",
+                describe_error(error),
             )
-        self._forget(c.receipt_handle for c in changes)
 
     def _forget(self, receipt_handles: Iterable[str]) -> None:
         for handle in receipt_handles:
             self._held.pop(handle, None)
         self._update_room()
 
-    def _discard(self, receipt_handle: str) -> None:
-        self._held.pop(receipt_handle, None)
+    def _return(self, receipt_handle: str) -> None:
+        """The message goes back to SQS: forget it, and undo its effects unless an export
+        running now may carry them (the checkpoint decides when it ends)."""
+        held = self._held.pop(receipt_handle, None)
+        if held is not None:
+            held.returned = True
+            if not held.in_checkpoint and not held.handling:
+                held.take_back()
         for pending in (self._to_delete, self._exported):
             if receipt_handle in pending:
                 pending.remove(receipt_handle)

@@ -158,7 +158,9 @@ class SQSSubscriber(SubscriberUsecase[RawMessage]):
             await client.queue_url(self.dead_letter_queue) if self.dead_letter_queue else None
         )
         return Settler(
-            client,
+            # Deletes on their own client and threads: never queued behind long polls,
+            # which would leave counted messages exposed to a crash for longer.
+            self._outer_config.settle_client,
             self.queue_url,
             dead_letter_url=self.dead_letter_url,
             checkpoint=self._outer_config.checkpoint,
@@ -189,9 +191,11 @@ class SQSSubscriber(SubscriberUsecase[RawMessage]):
             observer.received(self.queue, len(batch))
             for raw in batch:
                 started = time.perf_counter()
-                await self.consume(raw)
+                with settler.handling(raw):
+                    await self.consume(raw)
                 observer.processed(self.queue, time.perf_counter() - started)
             await settler.settle(batch)
+            del batch  # the bodies: a held message keeps only its receipt
 
     async def _sample_depths(self) -> None:
         """Queue and DLQ depth for the observer, once per idle checkpoint (export) interval."""
