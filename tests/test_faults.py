@@ -346,14 +346,14 @@ def test_three_workers_one_killed_one_added_keep_fleet_totals_exact(
     rig_for: Any, otlp: OTLPReceiver, sqs_proxy: FaultyProxy
 ) -> None:
     rig: Rig = rig_for(
-        kata(20, seed=16),
+        kata(30, seed=16),
         SQS_WAIT_TIME_SECONDS="1",
         SQS_VISIBILITY_TIMEOUT="5",
         WORKER_CONCURRENCY="2",
         # One message per receive, so the fleet is still busy when the fourth joins.
         MAX_MESSAGES_PER_BATCH="1",
     )
-    sqs_proxy.delay(0.02)  # a network's latency: the emulator's speed does not decide it
+    sqs_proxy.delay(0.04)  # a network's latency: the emulator's speed does not decide it
     workers = [nps_worker("run", env=rig.env) for _ in range(3)]
     total = len(rig.ledger)
     wait_until(lambda: sum(depth(rig.sqs, rig.queue_url)) < total * 0.8, 60, "progress")

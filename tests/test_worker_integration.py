@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
+import resource
 import signal
 import socket
+import subprocess
+import sys
 from collections import Counter
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
-from tests.conftest import Env, free_port, http_status, nps_worker, run_cli
+from tests.conftest import ROOT, Env, free_port, http_status, nps_worker, run_cli
 from tests.fleet import provision, stop, wait_until
 from tests.otlp import GrpcOTLPReceiver, OTLPReceiver
 from tests.sqs import depth, drain, send_bodies, sqs_client
@@ -284,3 +288,48 @@ def test_dlq_peek_shows_reasons_without_consuming_and_redrive_moves_everything_b
         [*malformed, '{"type": "purchase", "value": 1, "occurred_at": "2020-10-06 10:02:05"}']
     )
     assert not any("nps-reject-reason" in m.get("MessageAttributes", {}) for m in back)
+
+
+def test_a_flood_on_the_health_port_neither_floods_the_log_nor_stops_the_work(
+    worker_env: Env, sqs_endpoint: str, otlp: OTLPReceiver
+) -> None:
+    port = free_port()
+    env = worker_env.with_(HEALTH_PORT=str(port))
+    queue_url, _ = provision(env)
+    sqs = sqs_client(sqs_endpoint)
+    body = json.dumps({"type": "purchase", "value": 1, "occurred_at": "2020-10-06T10:02:05Z"})
+
+    def few_file_descriptors() -> None:  # fewer than the connections held below
+        resource.setrlimit(resource.RLIMIT_NOFILE, (256, 256))
+
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "worker", "run"],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=few_file_descriptors,
+    )
+    held: list[socket.socket] = []
+    try:
+        wait_until(lambda: http_status(port, "/readyz") == 200, 30, "readiness")
+        for _ in range(300):
+            with contextlib.suppress(OSError):
+                held.append(socket.create_connection(("127.0.0.1", port), timeout=5))
+        with (
+            socket.create_connection(("127.0.0.1", port), timeout=5) as huge,
+            contextlib.suppress(OSError),
+        ):
+            huge.sendall(b"GET /" + b"a" * 1_048_576 + b" HTTP/1.1\r\n\r\n")
+        send_bodies(sqs, queue_url, [body] * 50)
+        wait_until(lambda: depth(sqs, queue_url) == (0, 0), 60, "the queue to drain")
+        wait_until(lambda: http_status(port, "/healthz") == 200, 30, "liveness")
+    finally:
+        for connection in held:
+            connection.close()
+        code, _, stderr = stop(worker, 30)
+    assert code == 0, stderr
+    assert otlp.fleet_totals("nps.events", "event.type") == {"purchase": 50}
+    assert "Traceback" not in stderr
+    assert len(stderr.splitlines()) < 20, stderr
