@@ -8,12 +8,15 @@ over series named exactly as Prometheus's OTLP endpoint names the worker's metri
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import re
 import subprocess
 import sys
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -445,3 +448,64 @@ def test_stats_refuses_a_range_that_is_not_a_duration(since: str) -> None:
     result = run_cli("stats", "--since", since, env={})
     assert result.returncode == 2
     assert "is not a duration" in result.stderr
+
+
+class HostileServer:
+    """Answers every GET the way `behaviour` says: wrongly shaped, slow, or endless."""
+
+    def __init__(self, behaviour: str) -> None:
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                if behaviour == "shape":
+                    body = b'{"status": "success", "data": {"result": [{"value": "x"}]}}'
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body)
+                    return
+                self.send_header("Content-Length", str(400 * 2**20))
+                self.end_headers()
+                with contextlib.suppress(OSError):
+                    if behaviour == "slow":
+                        for _ in range(60):  # a byte a second: no single read times out
+                            self.wfile.write(b" ")
+                            self.wfile.flush()
+                            time.sleep(1)
+                    else:
+                        chunk = b" " * 2**20
+                        for _ in range(400):
+                            self.wfile.write(chunk)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+@pytest.mark.parametrize(
+    ("behaviour", "says"),
+    [
+        ("shape", "did not answer like Prometheus"),
+        ("slow", "did not answer within 10 s"),
+        ("endless", "sent more than 16 MiB"),
+    ],
+)
+def test_stats_against_a_server_that_is_not_prometheus_is_one_line(
+    behaviour: str, says: str
+) -> None:
+    server = HostileServer(behaviour)
+    try:
+        result = run_cli("stats", "--prometheus", server.url, env={}, timeout=60)
+    finally:
+        server.close()
+    assert result.returncode == 2
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert says in result.stderr

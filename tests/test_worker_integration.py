@@ -333,3 +333,36 @@ def test_a_flood_on_the_health_port_neither_floods_the_log_nor_stops_the_work(
     assert otlp.fleet_totals("nps.events", "event.type") == {"purchase": 50}
     assert "Traceback" not in stderr
     assert len(stderr.splitlines()) < 20, stderr
+
+
+def test_a_redrive_while_a_worker_rejects_again_moves_each_message_once(
+    worker_env: Env, sqs_endpoint: str
+) -> None:
+    env = worker_env.values
+    queue_url, dlq_url = provision(env)
+    sqs = sqs_client(sqs_endpoint)
+    send_bodies(sqs, queue_url, [f'{{"type": "broken", "n": {i}' for i in range(20)])
+    worker = nps_worker("run", env=env)
+    try:
+        wait_until(lambda: depth(sqs, dlq_url) == (20, 0), 60, "20 dead letters")
+        before = json_lines(run_cli("dlq", "peek", env=env).stdout)
+        # The worker still runs and still rejects them: they come straight back.
+        moved = run_cli("dlq", "redrive", env=env, timeout=60)
+        wait_until(lambda: depth(sqs, queue_url) == (0, 0), 60, "the queue to drain")
+        wait_until(lambda: depth(sqs, dlq_url) == (20, 0), 60, "the DLQ to settle")
+    finally:
+        code, _, stderr = stop(worker, 30)
+    assert code == 0, stderr
+    assert moved.returncode == 0, moved.stderr
+    first, *rest = moved.stdout.splitlines()
+    assert first.startswith("moved 20 message(s)"), moved.stdout
+    assert all("rejected again while this ran" in line for line in rest), moved.stdout
+    after = json_lines(run_cli("dlq", "peek", env=env).stdout)
+    # Each message once in the DLQ, recognisable by the id it had when first rejected.
+    original = sorted(letter["original_message_id"] for letter in before)
+    assert sorted(letter["original_message_id"] for letter in after) == original
+    assert len(set(original)) == 20
+
+
+def json_lines(text: str) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in text.splitlines()]

@@ -141,9 +141,14 @@ async def _dlq(settings: Settings, args: argparse.Namespace) -> None:
                 print(json.dumps(letter.as_json()))
         else:
             queue_url = await client.queue_url(settings.queue)
-            moved = await dlq.redrive(client, dlq_url, queue_url, args.limit)
+            result = await dlq.redrive(client, dlq_url, queue_url, args.limit)
             source = settings.dead_letter_queue_name
-            print(f"moved {moved} message(s) from {source} to {settings.queue}")
+            print(f"moved {result.moved} message(s) from {source} to {settings.queue}")
+            if result.came_back:
+                print(
+                    f"{result.came_back} of them were rejected again while this ran; "
+                    f"they stay in {source}"
+                )
     finally:
         client.close()
 

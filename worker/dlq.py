@@ -2,17 +2,20 @@
 
 SQS's own `StartMessageMoveTask` is not available everywhere (moto lacks it), so a
 redrive is receive, send, delete: a crash between send and delete leaves a copy in
-both queues, never none.
+both queues, never none. Every message moved keeps its original id, so such copies
+stay recognisable, and is marked with the run that moved it: if a running worker
+rejects it again, the same run leaves it in the DLQ instead of moving it back.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import uuid
 from dataclasses import dataclass
 from typing import Any, Final
 
 from .faststream_sqs import (
     ORIGINAL_ID_ATTRIBUTE,
+    REDRIVE_RUN_ATTRIBUTE,
     REJECT_DETAIL_ATTRIBUTE,
     REJECT_REASON_ATTRIBUTE,
     OutgoingMessage,
@@ -20,6 +23,7 @@ from .faststream_sqs import (
     SQSClient,
     SQSRefused,
     VisibilityChange,
+    original_message_id,
 )
 
 # Long enough to read or move one batch; peeked messages are handed back right after.
@@ -48,21 +52,14 @@ class DeadLetter:
         }
 
 
-def _attribute(attributes: Mapping[str, Any], name: str, missing: str) -> str:
-    value = attributes.get(name, {})
-    return str(value.get("StringValue", missing)) if isinstance(value, Mapping) else missing
-
-
 def describe(message: RawMessage) -> DeadLetter:
     # A message without our attributes got here through the redrive policy:
     # its handling failed SQS_MAX_RECEIVE_COUNT times.
     return DeadLetter(
         message_id=message.message_id,
-        original_message_id=_attribute(
-            message.message_attributes, ORIGINAL_ID_ATTRIBUTE, message.message_id
-        ),
-        reason=_attribute(message.message_attributes, REJECT_REASON_ATTRIBUTE, "max_receives"),
-        detail=_attribute(message.message_attributes, REJECT_DETAIL_ATTRIBUTE, "-"),
+        original_message_id=original_message_id(message),
+        reason=message.attribute(REJECT_REASON_ATTRIBUTE) or "max_receives",
+        detail=message.attribute(REJECT_DETAIL_ATTRIBUTE) or "-",
         receive_count=message.receive_count,
         body=message.body,
     )
@@ -93,30 +90,59 @@ async def peek(client: SQSClient, dlq_url: str, limit: int) -> list[DeadLetter]:
     return [describe(m) for m in seen]
 
 
-async def redrive(client: SQSClient, dlq_url: str, queue_url: str, limit: int) -> int:
-    """Move up to `limit` dead letters back to the main queue; return how many moved.
+@dataclass(frozen=True, slots=True)
+class Redrive:
+    moved: int
+    # Moved by this run, rejected again by a running worker: left in the DLQ.
+    came_back: int
 
-    A second copy of a message already moved in this run is deleted, not sent again.
+
+async def redrive(client: SQSClient, dlq_url: str, queue_url: str, limit: int) -> Redrive:
+    """Move up to `limit` dead letters back to the main queue, each at most once.
+
+    A second copy of a message already moved in this run is deleted, not sent again;
+    a message this run moved that comes back is left where it is.
     """
+    run = uuid.uuid4().hex
     moved = 0
     seen: set[str] = set()
-    while moved < limit:
-        batch = await _receive(client, dlq_url, limit - moved)
-        if not batch:
-            break
-        fresh = []
-        for message in batch:
-            original = describe(message).original_message_id
-            if original not in seen:
+    came_back: dict[str, RawMessage] = {}
+    try:
+        while moved < limit:
+            batch = await _receive(client, dlq_url, limit - moved)
+            if not batch:
+                break
+            returned = [m for m in batch if m.attribute(REDRIVE_RUN_ATTRIBUTE) == run]
+            came_back.update((m.message_id, m) for m in returned)
+            fresh: list[RawMessage] = []
+            twins: list[RawMessage] = []
+            for message in batch:
+                if message in returned:
+                    continue
+                original = original_message_id(message)
+                (twins if original in seen else fresh).append(message)
                 seen.add(original)
-                fresh.append(message)
-        # The reject attributes go: the message gets a fresh start.
-        failures = await client.send(queue_url, [OutgoingMessage(m.body) for m in fresh])
-        if failures:
-            raise SQSRefused(
-                f"SQS refused {failures} of {len(batch)} message(s) after {moved} moved; "
-                "that batch stays in the dead-letter queue (its accepted copies were sent too)"
+            # The reject attributes go (a fresh start); the original id stays.
+            failures = await client.send(
+                queue_url,
+                [
+                    OutgoingMessage(
+                        m.body,
+                        {ORIGINAL_ID_ATTRIBUTE: original_message_id(m), REDRIVE_RUN_ATTRIBUTE: run},
+                    )
+                    for m in fresh
+                ],
             )
-        await client.delete(dlq_url, [m.receipt_handle for m in batch])
-        moved += len(fresh)
-    return moved
+            if failures:
+                raise SQSRefused(
+                    f"SQS refused {failures} of {len(fresh)} message(s) after {moved} moved; "
+                    "that batch stays in the dead-letter queue (its accepted copies were sent too)"
+                )
+            await client.delete(dlq_url, [m.receipt_handle for m in fresh + twins])
+            moved += len(fresh)
+    finally:
+        if came_back:
+            await client.change_visibility(
+                dlq_url, [VisibilityChange(m.receipt_handle, 0) for m in came_back.values()]
+            )
+    return Redrive(moved, len(came_back))

@@ -12,18 +12,39 @@ extrapolates to fractions.
 
 from __future__ import annotations
 
-import json
 import re
+import threading
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from typing import Final
+from typing import Final, Literal
+
+from pydantic import BaseModel, ValidationError
 
 from .totals import summary_lines
 
 COUNT_METRIC: Final = "nps_events_total"
 SUM_METRIC: Final = "nps_event_value_total"
 _DURATION = re.compile(r"^(\d+(ms|s|m|h|d|w|y))+$")
+# An answer with a row per event type is kilobytes; anything near this is not Prometheus.
+MAX_ANSWER_BYTES: Final = 16 * 1024 * 1024
+
+
+class _Sample(BaseModel):
+    metric: dict[str, str]
+    value: tuple[float, str]
+
+
+class _Data(BaseModel):
+    resultType: Literal["vector"]  # noqa: N815 (Prometheus's field name)
+    result: list[_Sample]
+
+
+class _Answer(BaseModel):
+    status: Literal["success", "error"]
+    data: _Data | None = None
+    error: str | None = None
 
 
 class StatsUnavailable(Exception):
@@ -42,23 +63,53 @@ def fleet_total_query(metric: str, since: str) -> str:
 
 
 def _query(prometheus: str, promql: str, timeout: float) -> dict[str, float]:
+    """One instant query, answered within `timeout` seconds in all, or one line why not."""
     url = f"{prometheus.rstrip('/')}/api/v1/query?" + urllib.parse.urlencode({"query": promql})
+    outcome: list[bytes | StatsUnavailable] = []
+    # The deadline covers the whole exchange: a socket timeout only bounds each read,
+    # and a server dripping a byte at a time never trips it.
+    fetching = threading.Thread(
+        target=lambda: outcome.append(_fetch(prometheus, url, timeout)), daemon=True
+    )
+    fetching.start()
+    fetching.join(timeout)
+    if not outcome:
+        raise StatsUnavailable(f"Prometheus at {prometheus} did not answer within {timeout:g} s")
+    if isinstance(outcome[0], StatsUnavailable):
+        raise outcome[0]
+    try:
+        answer = _Answer.model_validate_json(outcome[0])
+    except ValidationError:
+        raise StatsUnavailable(f"{prometheus} did not answer like Prometheus") from None
+    if answer.status != "success" or answer.data is None:
+        raise StatsUnavailable(f"Prometheus refused the query: {answer.error or answer.status}")
+    return {
+        sample.metric.get("event_type", ""): float(sample.value[1]) for sample in answer.data.result
+    }
+
+
+def _fetch(prometheus: str, url: str, timeout: float) -> bytes | StatsUnavailable:
+    deadline = time.monotonic() + timeout
     try:
         with urllib.request.urlopen(url, timeout=timeout) as reply:
-            answer = json.load(reply)
+            body = bytearray()
+            while chunk := reply.read1(65_536):
+                body += chunk
+                if len(body) > MAX_ANSWER_BYTES:
+                    return StatsUnavailable(
+                        f"{prometheus} sent more than {MAX_ANSWER_BYTES // 2**20} MiB: "
+                        "not a Prometheus answer"
+                    )
+                if time.monotonic() > deadline:
+                    return StatsUnavailable(
+                        f"Prometheus at {prometheus} did not answer within {timeout:g} s"
+                    )
+            return bytes(body)
     except urllib.error.HTTPError as error:
-        raise StatsUnavailable(f"Prometheus at {prometheus} answered {error.code}") from None
+        return StatsUnavailable(f"Prometheus at {prometheus} answered {error.code}")
     except (urllib.error.URLError, OSError) as error:
         reason = getattr(error, "reason", error)
-        raise StatsUnavailable(f"Prometheus at {prometheus} is unreachable: {reason}") from None
-    except ValueError:
-        raise StatsUnavailable(f"{prometheus} did not answer like Prometheus") from None
-    if answer.get("status") != "success":
-        raise StatsUnavailable(f"Prometheus refused the query: {answer.get('error', answer)}")
-    return {
-        sample["metric"].get("event_type", ""): float(sample["value"][1])
-        for sample in answer["data"]["result"]
-    }
+        return StatsUnavailable(f"Prometheus at {prometheus} is unreachable: {reason}")
 
 
 def fleet_summary(prometheus: str, since: str, timeout: float = 10.0) -> list[str]:

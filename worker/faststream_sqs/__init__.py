@@ -21,10 +21,12 @@ from .message import SQSMessage
 from .opentelemetry import SQSTelemetryMiddleware
 from .settle import (
     ORIGINAL_ID_ATTRIBUTE,
+    REDRIVE_RUN_ATTRIBUTE,
     REJECT_DETAIL_ATTRIBUTE,
     REJECT_REASON_ATTRIBUTE,
     SettleOptions,
     SQSObserver,
+    original_message_id,
     undo_if_redelivered,
 )
 from .subscriber import SQSSubscriber
@@ -32,6 +34,7 @@ from .testing import TestSQSBroker
 
 __all__ = (
     "ORIGINAL_ID_ATTRIBUTE",
+    "REDRIVE_RUN_ATTRIBUTE",
     "REJECT_DETAIL_ATTRIBUTE",
     "REJECT_REASON_ATTRIBUTE",
     "SQS_ERRORS",
@@ -51,5 +54,6 @@ __all__ = (
     "VisibilityChange",
     "calls_still_running",
     "is_missing_queue",
+    "original_message_id",
     "undo_if_redelivered",
 )

@@ -111,6 +111,12 @@ class RawMessage:
     def receive_count(self) -> int:
         return int(self.attributes.get("ApproximateReceiveCount", "1"))
 
+    def attribute(self, name: str) -> str | None:
+        """A string message attribute's value; None when absent or not a string."""
+        value = self.message_attributes.get(name)
+        text = value.get("StringValue") if isinstance(value, Mapping) else None
+        return text if isinstance(text, str) else None
+
 
 @dataclass(frozen=True, slots=True)
 class OutgoingMessage:

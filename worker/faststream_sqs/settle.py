@@ -35,8 +35,29 @@ log = logging.getLogger("worker.sqs")
 REJECT_REASON_ATTRIBUTE: Final = "nps-reject-reason"
 REJECT_DETAIL_ATTRIBUTE: Final = "nps-reject-detail"
 # The rejected message's own id: a crash or a lost reply can leave two copies in the
-# DLQ, and this tells them apart from two messages with the same body.
+# DLQ, and this tells them apart from two messages with the same body. A redriven
+# message carries it, so its copies stay recognisable however often it travels.
 ORIGINAL_ID_ATTRIBUTE: Final = "nps-original-message-id"
+# Set by `dlq redrive` on what it moves, kept on a new DLQ copy: the run that moved it.
+REDRIVE_RUN_ATTRIBUTE: Final = "nps-redrive-run"
+
+
+def original_message_id(message: RawMessage) -> str:
+    return message.attribute(ORIGINAL_ID_ATTRIBUTE) or message.message_id
+
+
+def _dead_letter_copy(message: RawMessage) -> OutgoingMessage:
+    attributes = {
+        REJECT_REASON_ATTRIBUTE: message.reject_reason,
+        REJECT_DETAIL_ATTRIBUTE: message.reject_detail or "-",
+        ORIGINAL_ID_ATTRIBUTE: original_message_id(message),
+    }
+    if redrive_run := message.attribute(REDRIVE_RUN_ATTRIBUTE):
+        attributes[REDRIVE_RUN_ATTRIBUTE] = redrive_run
+    # SQS refuses empty bodies; a blank keeps the evidence.
+    return OutgoingMessage(message.body or " ", attributes)
+
+
 BACKOFF_BASE_SECONDS: Final = 2
 BACKOFF_CAP_SECONDS: Final = 900
 # Failed checkpoints are retried after 1, 2, 4 ... flush intervals, up to this.
@@ -399,17 +420,7 @@ class Settler:
                 len(rejected),
             )
             return []
-        copies = [
-            OutgoingMessage(
-                m.body or " ",  # SQS refuses empty bodies; a blank keeps the evidence
-                {
-                    REJECT_REASON_ATTRIBUTE: m.reject_reason,
-                    REJECT_DETAIL_ATTRIBUTE: m.reject_detail or "-",
-                    ORIGINAL_ID_ATTRIBUTE: m.message_id,
-                },
-            )
-            for m in rejected
-        ]
+        copies = [_dead_letter_copy(m) for m in rejected]
         try:
             failures = await self._client.send(self._dead_letter_url, copies)
         except Exception as error:
