@@ -471,9 +471,10 @@ class Settler:
             held.returned = True
             if not held.in_checkpoint and not held.handling:
                 held.take_back()
-        for pending in (self._to_delete, self._exported):
-            if receipt_handle in pending:
-                pending.remove(receipt_handle)
+        if receipt_handle in self._to_delete:
+            self._to_delete.remove(receipt_handle)
+        # One in `_exported` stays: its count is stored, so its delete is still worth a
+        # try (a stale receipt fails harmlessly; a valid one spares a second count).
         self._update_room()
 
     def _update_room(self) -> None:
