@@ -346,7 +346,7 @@ def test_three_workers_one_killed_one_added_keep_fleet_totals_exact(
     rig_for: Any, otlp: OTLPReceiver, sqs_proxy: FaultyProxy
 ) -> None:
     rig: Rig = rig_for(
-        kata(30, seed=16),
+        kata(20, seed=16),
         SQS_WAIT_TIME_SECONDS="1",
         SQS_VISIBILITY_TIMEOUT="5",
         WORKER_CONCURRENCY="2",
