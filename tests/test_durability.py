@@ -61,6 +61,7 @@ def test_an_answer_that_is_not_stored_holds_every_message_and_says_why_once(
     assert "Traceback" not in stderr
 
 
+@pytest.mark.soak  # the HTTP partial success runs by default; this one in the soak suite
 def test_a_grpc_partial_success_is_not_stored(worker_env: Env, sqs_endpoint: str) -> None:
     receiver = GrpcOTLPReceiver()
     receiver.partial = True

@@ -373,6 +373,7 @@ def test_three_workers_one_killed_one_added_keep_fleet_totals_exact(
     assert result.duplicates <= SettleOptions().max_held
 
 
+@pytest.mark.soak  # a whole visibility cycle and more: soak suite (which `.ci/run` runs)
 def test_messages_sqs_takes_back_while_the_collector_is_down_are_counted_once(
     rig_for: Any, otlp: OTLPReceiver, sqs_proxy: FaultyProxy, emulator: str
 ) -> None:

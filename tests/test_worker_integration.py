@@ -96,7 +96,14 @@ def test_kata_traffic_is_counted_exactly_and_malformed_messages_are_dead_lettere
     assert consumed == {"aws_sqs": 270}
 
 
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP], ids=["SIGTERM", "SIGHUP"])
+@pytest.mark.parametrize(
+    "signum",
+    [
+        pytest.param(signal.SIGTERM, id="SIGTERM"),
+        # The same path through a second handler: in the soak suite, for the default's time.
+        pytest.param(signal.SIGHUP, id="SIGHUP", marks=pytest.mark.soak),
+    ],
+)
 def test_a_stop_signal_during_a_backlog_exits_promptly_and_loses_nothing(
     worker_env: Env, sqs_endpoint: str, otlp: OTLPReceiver, signum: int
 ) -> None:
