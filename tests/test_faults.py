@@ -301,6 +301,7 @@ def test_lost_delete_replies_do_not_double_count(
     assert result.dead_lettered == 7 * 20
 
 
+@pytest.mark.soak  # waits out 1.5 visibility timeouts: soak suite, which `.ci/run` runs
 def test_a_handler_slower_than_the_visibility_timeout_is_received_and_counted_once(
     worker_env: Env, sqs_endpoint: str, otlp: OTLPReceiver
 ) -> None:

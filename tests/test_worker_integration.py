@@ -297,6 +297,7 @@ def test_dlq_peek_shows_reasons_without_consuming_and_redrive_moves_everything_b
     assert not any("nps-reject-reason" in m.get("MessageAttributes", {}) for m in back)
 
 
+@pytest.mark.soak  # in the soak suite (which `.ci/run` runs), for the default's time
 def test_a_flood_on_the_health_port_neither_floods_the_log_nor_stops_the_work(
     worker_env: Env, sqs_endpoint: str, otlp: OTLPReceiver
 ) -> None:
@@ -342,6 +343,7 @@ def test_a_flood_on_the_health_port_neither_floods_the_log_nor_stops_the_work(
     assert len(stderr.splitlines()) < 20, stderr
 
 
+@pytest.mark.soak  # in the soak suite (which `.ci/run` runs), for the default's time
 def test_a_redrive_while_a_worker_rejects_again_moves_each_message_once(
     worker_env: Env, sqs_endpoint: str
 ) -> None:
