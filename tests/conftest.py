@@ -6,14 +6,14 @@ import subprocess
 import sys
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from tests.emulators import EmulatorUnavailable, sqs_emulator
-from tests.otlp import OTLPReceiver
+from tests.otlp import GrpcOTLPReceiver, OTLPReceiver
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -60,6 +60,14 @@ def emulator_endpoint(emulator: str, request: pytest.FixtureRequest) -> str:
 @pytest.fixture
 def otlp() -> Iterator[OTLPReceiver]:
     receiver = OTLPReceiver()
+    receiver.start()
+    yield receiver
+    receiver.stop()
+
+
+@pytest.fixture
+def grpc_otlp() -> Iterator[GrpcOTLPReceiver]:
+    receiver = GrpcOTLPReceiver()
     receiver.start()
     yield receiver
     receiver.stop()
@@ -127,7 +135,12 @@ def _no_stray_workers() -> Iterator[None]:
             process.communicate()
 
 
-def nps_worker(*args: str, env: dict[str, str], module: str = "worker") -> subprocess.Popen[str]:
+def nps_worker(
+    *args: str,
+    env: dict[str, str],
+    module: str = "worker",
+    preexec_fn: Callable[[], None] | None = None,
+) -> subprocess.Popen[str]:
     """`nps-worker ARGS` (or `python -m MODULE ARGS`) in the background."""
     process = subprocess.Popen(
         [sys.executable, "-m", module, *args],
@@ -136,6 +149,7 @@ def nps_worker(*args: str, env: dict[str, str], module: str = "worker") -> subpr
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=preexec_fn,
     )
     _spawned.append(process)
     return process

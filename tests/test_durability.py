@@ -62,32 +62,29 @@ def test_an_answer_that_is_not_stored_holds_every_message_and_says_why_once(
 
 
 @pytest.mark.soak  # the HTTP partial success runs by default; this one in the soak suite
-def test_a_grpc_partial_success_is_not_stored(worker_env: Env, sqs_endpoint: str) -> None:
-    receiver = GrpcOTLPReceiver()
-    receiver.partial = True
-    receiver.start()
-    try:
-        env = worker_env.with_(
-            OTEL_EXPORTER_OTLP_PROTOCOL="grpc", OTEL_EXPORTER_OTLP_ENDPOINT=receiver.endpoint
-        )
-        queue_url, _ = provision(env)
-        sqs = sqs_client(sqs_endpoint)
-        send_bodies(sqs, queue_url, [EVENT] * 25)
-        worker = nps_worker("run", env=env)
-        wait_until(lambda: depth(sqs, queue_url) == (0, 25), 30, "all 25 to be held")
-        seen = receiver.attempts
-        wait_until(lambda: receiver.attempts >= seen + 2, 30, "two more checkpoints")
-        assert depth(sqs, queue_url) == (0, 25)
+def test_a_grpc_partial_success_is_not_stored(
+    worker_env: Env, sqs_endpoint: str, grpc_otlp: GrpcOTLPReceiver
+) -> None:
+    grpc_otlp.partial = True
+    env = worker_env.with_(
+        OTEL_EXPORTER_OTLP_PROTOCOL="grpc", OTEL_EXPORTER_OTLP_ENDPOINT=grpc_otlp.endpoint
+    )
+    queue_url, _ = provision(env)
+    sqs = sqs_client(sqs_endpoint)
+    send_bodies(sqs, queue_url, [EVENT] * 25)
+    worker = nps_worker("run", env=env)
+    wait_until(lambda: depth(sqs, queue_url) == (0, 25), 30, "all 25 to be held")
+    seen = grpc_otlp.attempts
+    wait_until(lambda: grpc_otlp.attempts >= seen + 2, 30, "two more checkpoints")
+    assert depth(sqs, queue_url) == (0, 25)
 
-        receiver.partial = False
-        wait_until(lambda: depth(sqs, queue_url) == (0, 0), 30, "the queue to drain")
-        code, _, stderr = stop(worker, 30)
-        assert code == 0, stderr
-        assert receiver.fleet_totals("nps.events", "event.type") == {"purchase": 25}
-        assert stderr.count(NOT_STORED) == 1, stderr
-        assert "points rejected: " in stderr
-    finally:
-        receiver.stop()
+    grpc_otlp.partial = False
+    wait_until(lambda: depth(sqs, queue_url) == (0, 0), 30, "the queue to drain")
+    code, _, stderr = stop(worker, 30)
+    assert code == 0, stderr
+    assert grpc_otlp.fleet_totals("nps.events", "event.type") == {"purchase": 25}
+    assert stderr.count(NOT_STORED) == 1, stderr
+    assert "points rejected: " in stderr
 
 
 @pytest.mark.parametrize(

@@ -8,15 +8,13 @@ import random
 import resource
 import signal
 import socket
-import subprocess
-import sys
 from collections import Counter
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
-from tests.conftest import ROOT, Env, free_port, http_status, nps_worker, run_cli
+from tests.conftest import Env, free_port, http_status, nps_worker, run_cli
 from tests.fleet import provision, stop, wait_until
 from tests.otlp import GrpcOTLPReceiver, OTLPReceiver
 from tests.sqs import depth, drain, send_bodies, sqs_client
@@ -208,25 +206,22 @@ def test_produce_sends_the_kata_mix(worker_env: Env, sqs_endpoint: str) -> None:
     assert len(late) >= 8 - 1  # 4 per scenario an hour late (one may straddle the hour)
 
 
-def test_metrics_also_reach_a_grpc_collector(worker_env: Env, sqs_endpoint: str) -> None:
-    receiver = GrpcOTLPReceiver()
-    receiver.start()
-    try:
-        env = worker_env.with_(
-            OTEL_EXPORTER_OTLP_PROTOCOL="grpc", OTEL_EXPORTER_OTLP_ENDPOINT=receiver.endpoint
-        )
-        queue_url, _ = provision(env)
-        sqs = sqs_client(sqs_endpoint)
-        body = json.dumps({"type": "purchase", "value": 2.5, "occurred_at": "2020-10-06T10:02:05Z"})
-        send_bodies(sqs, queue_url, [body] * 25)
-        worker = nps_worker("run", env=env)
-        wait_until(lambda: depth(sqs, queue_url) == (0, 0), 60, "the queue to drain")
-        code, _, stderr = stop(worker, 30)
-        assert code == 0, stderr
-        assert receiver.fleet_totals("nps.events", "event.type") == {"purchase": 25}
-        assert receiver.fleet_totals("nps.event.value", "event.type") == {"purchase": 62.5}
-    finally:
-        receiver.stop()
+def test_metrics_also_reach_a_grpc_collector(
+    worker_env: Env, sqs_endpoint: str, grpc_otlp: GrpcOTLPReceiver
+) -> None:
+    env = worker_env.with_(
+        OTEL_EXPORTER_OTLP_PROTOCOL="grpc", OTEL_EXPORTER_OTLP_ENDPOINT=grpc_otlp.endpoint
+    )
+    queue_url, _ = provision(env)
+    sqs = sqs_client(sqs_endpoint)
+    body = json.dumps({"type": "purchase", "value": 2.5, "occurred_at": "2020-10-06T10:02:05Z"})
+    send_bodies(sqs, queue_url, [body] * 25)
+    worker = nps_worker("run", env=env)
+    wait_until(lambda: depth(sqs, queue_url) == (0, 0), 60, "the queue to drain")
+    code, _, stderr = stop(worker, 30)
+    assert code == 0, stderr
+    assert grpc_otlp.fleet_totals("nps.events", "event.type") == {"purchase": 25}
+    assert grpc_otlp.fleet_totals("nps.event.value", "event.type") == {"purchase": 62.5}
 
 
 def test_faststream_run_serves_the_same_app(
@@ -310,15 +305,7 @@ def test_a_flood_on_the_health_port_neither_floods_the_log_nor_stops_the_work(
     def few_file_descriptors() -> None:  # fewer than the connections held below
         resource.setrlimit(resource.RLIMIT_NOFILE, (256, 256))
 
-    worker = subprocess.Popen(
-        [sys.executable, "-m", "worker", "run"],
-        env=env,
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        preexec_fn=few_file_descriptors,
-    )
+    worker = nps_worker("run", env=env, preexec_fn=few_file_descriptors)
     held: list[socket.socket] = []
     try:
         wait_until(lambda: http_status(port, "/readyz") == 200, 30, "readiness")
