@@ -51,6 +51,8 @@ def stop(
     started = time.monotonic()
     process.send_signal(signum)
     _, stderr = process.communicate(timeout=timeout)
+    # pytest shows a test's captured output only when it fails: the worker's log then.
+    print(f"worker {process.pid} exited {process.returncode}; its stderr:\n{stderr}")
     return process.returncode, time.monotonic() - started, stderr
 
 

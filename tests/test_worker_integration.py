@@ -303,7 +303,7 @@ def test_a_flood_on_the_health_port_neither_floods_the_log_nor_stops_the_work(
     body = json.dumps({"type": "purchase", "value": 1, "occurred_at": "2020-10-06T10:02:05Z"})
 
     def few_file_descriptors() -> None:  # fewer than the connections held below
-        resource.setrlimit(resource.RLIMIT_NOFILE, (256, 256))
+        resource.setrlimit(resource.RLIMIT_NOFILE, (128, 128))
 
     worker = nps_worker("run", env=env, preexec_fn=few_file_descriptors)
     held: list[socket.socket] = []

@@ -5,6 +5,11 @@ concurrency limit. A port that anything in the pod network can reach needs two
 more bounds, added here: a cap on open connections (a connection beyond it is
 closed at once, so a flood cannot take the file descriptors SQS needs) and a
 lifetime for each connection (a probe takes milliseconds; a silent one is dropped).
+
+When the process is out of file descriptors, asyncio logs a traceback for every
+connection it fails to accept, as many as the listen backlog per turn of the loop;
+the backlog is therefore the connection cap, and those reports become one warning
+a minute.
 """
 
 from __future__ import annotations
@@ -25,6 +30,10 @@ Probe = Callable[[], bool]
 MAX_CONNECTIONS: Final = 32
 CONNECTION_LIFETIME_SECONDS: Final = 5.0
 MAX_HEADER_BYTES: Final = 8_192
+STARVED_WARNING_INTERVAL_SECONDS: Final = 60.0
+_ACCEPT_STARVED: Final = "socket.accept() out of system resource"
+
+log = logging.getLogger(__name__)
 
 OK = AsgiResponse(b"ok", 200)
 UNAVAILABLE = AsgiResponse(b"unavailable", 503)
@@ -73,6 +82,7 @@ class HealthServer:
         self._socket: socket.socket | None = None
         self._server: _Quiet | None = None
         self._serving: asyncio.Task[None] | None = None
+        self._warned_starved_at: float | None = None
 
     @property
     def port(self) -> int:
@@ -104,7 +114,9 @@ class HealthServer:
             timeout_keep_alive=1,
             h11_max_incomplete_event_size=MAX_HEADER_BYTES,
             server_header=False,
+            backlog=MAX_CONNECTIONS,
         )
+        asyncio.get_running_loop().set_exception_handler(self._starved_accepts_warn_once)
         self._server = _Quiet(config)
         self._serving = asyncio.create_task(self._server.serve(sockets=[self._socket]))
         while not self._server.started and not self._serving.done():
@@ -116,8 +128,24 @@ class HealthServer:
             with contextlib.suppress(Exception):
                 await self._serving
         if self._socket is not None:
+            asyncio.get_running_loop().set_exception_handler(None)
             self._socket.close()
         self._server = self._serving = self._socket = None
+
+    def _starved_accepts_warn_once(
+        self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]
+    ) -> None:
+        if context.get("message") != _ACCEPT_STARVED:
+            loop.default_exception_handler(context)
+            return
+        now = loop.time()
+        last = self._warned_starved_at
+        if last is None or now - last >= STARVED_WARNING_INTERVAL_SECONDS:
+            self._warned_starved_at = now
+            log.warning(
+                "the health port cannot accept connections: %s; it retries each second",
+                context.get("exception"),
+            )
 
     async def _answer(self, scope: Any, receive: Any, send: Any) -> None:
         probe = self._probes.get(scope.get("path", ""))
