@@ -50,8 +50,16 @@ def _node() -> Path:
 
 
 @contextmanager
-def fauxqs_sqs() -> Iterator[str]:
-    """fauxqs on 127.0.0.1 and a free port; yields its URL. Ends when the block ends."""
+def fauxqs_sqs(trace: Path | None = None) -> Iterator[str]:
+    """fauxqs on 127.0.0.1 and a free port; yields its URL. Ends when the block ends.
+
+    With `trace`, fauxqs writes a JSON line there for every delete and send it applied
+    (`at`: wall-clock milliseconds, `action`, `queue`, `entries`); complete once the
+    block ends.
+    """
+    env = {**os.environ, "NODE_ENV": "production"}
+    if trace is not None:
+        env["FAUXQS_TRACE"] = str(trace)
     process = subprocess.Popen(
         [str(_node()), "--no-warnings", str(FAUXQS_DIR / "serve.mjs")],
         stdin=subprocess.PIPE,
@@ -59,7 +67,7 @@ def fauxqs_sqs() -> Iterator[str]:
         stderr=subprocess.DEVNULL,
         text=True,
         cwd=FAUXQS_DIR,
-        env={**os.environ, "NODE_ENV": "production"},
+        env=env,
     )
     assert process.stdout is not None
     assert process.stdin is not None

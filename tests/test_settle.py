@@ -44,8 +44,11 @@ class FakeSQS:
         self.visibility: list[VisibilityChange] = []
         self.refuse_extensions = False
         self.sent: list[OutgoingMessage] = []
+        self.delete_gate: asyncio.Event | None = None
 
     async def delete(self, queue_url: str, receipt_handles: Sequence[str]) -> list[str]:
+        if self.delete_gate is not None:
+            await self.delete_gate.wait()
         self.deleted.extend(receipt_handles)
         return []
 
@@ -86,14 +89,17 @@ class Counts:
         return self.durable
 
 
-def _settler(sqs: FakeSQS, counts: Counts) -> Settler:
+OPTIONS = SettleOptions(visibility_timeout=30)
+
+
+def _settler(sqs: FakeSQS, counts: Counts, options: SettleOptions = OPTIONS) -> Settler:
     return Settler(
         sqs,  # type: ignore[arg-type]
         "queue",
         dead_letter_url="dlq",
         checkpoint=counts.checkpoint,
         observer=NoObserver(),
-        options=SettleOptions(visibility_timeout=30),
+        options=options,
     )
 
 
@@ -122,6 +128,50 @@ def test_an_acked_message_is_queued_for_delete_as_its_handler_returns() -> None:
     sqs, counts = asyncio.run(scenario())
     assert counts.exported == [1]
     assert sqs.deleted == ["receipt-0"]
+
+
+def test_enough_handled_messages_start_a_checkpoint_without_waiting_for_the_interval() -> None:
+    # A kill between a checkpoint and its deletes counts what it carried twice: at
+    # thousands of messages a second, a checkpoint per interval would carry thousands.
+    options = SettleOptions(visibility_timeout=30, flush_interval=60, checkpoint_messages=5)
+
+    async def scenario() -> tuple[FakeSQS, Counts]:
+        sqs, counts = FakeSQS(), Counts()
+        settler = _settler(sqs, counts, options)
+        running = asyncio.create_task(settler.run())
+        messages = [_message(n) for n in range(7)]
+        settler.hold(messages)
+        for message in messages[:5]:
+            _handle(settler, counts, message)
+        await asyncio.sleep(0.2)
+        settler.stop()
+        await running
+        return sqs, counts
+
+    sqs, counts = asyncio.run(scenario())
+    assert counts.exported == [5]
+    assert sqs.deleted == [f"receipt-{n}" for n in range(5)]
+
+
+def test_receives_wait_while_counted_messages_are_being_deleted() -> None:
+    # Those deletes are what a kill would duplicate: they get the CPU before new work.
+    async def scenario() -> tuple[bool, bool]:
+        sqs, counts = FakeSQS(), Counts()
+        sqs.delete_gate = asyncio.Event()
+        settler = _settler(sqs, counts)
+        message = _message(1)
+        settler.hold([message])
+        _handle(settler, counts, message)
+        flushing = asyncio.create_task(settler.flush())
+        room = asyncio.create_task(settler.wait_for_room())
+        await asyncio.sleep(0.05)
+        waited = not room.done()
+        sqs.delete_gate.set()
+        await flushing
+        await asyncio.wait_for(room, 1)
+        return waited, room.done()
+
+    assert asyncio.run(scenario()) == (True, True)
 
 
 def test_a_message_sqs_takes_back_before_any_checkpoint_is_not_counted_or_deleted() -> None:
