@@ -116,7 +116,7 @@ class HealthServer:
             server_header=False,
             backlog=MAX_CONNECTIONS,
         )
-        asyncio.get_running_loop().set_exception_handler(self._starved_accepts_warn_once)
+        asyncio.get_running_loop().set_exception_handler(self._warn_about_starved_accepts)
         self._server = _Quiet(config)
         self._serving = asyncio.create_task(self._server.serve(sockets=[self._socket]))
         while not self._server.started and not self._serving.done():
@@ -132,7 +132,7 @@ class HealthServer:
             self._socket.close()
         self._server = self._serving = self._socket = None
 
-    def _starved_accepts_warn_once(
+    def _warn_about_starved_accepts(
         self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]
     ) -> None:
         if context.get("message") != _ACCEPT_STARVED:
