@@ -7,16 +7,14 @@ from collections.abc import Sequence
 from typing import Any
 
 import pytest
-from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import (
-    InMemoryMetricReader,
     MetricExporter,
     MetricExportResult,
     MetricsData,
 )
 
 from worker.events import REJECT_REASONS
-from worker.faststream_sqs import SQSBroker, SQSTelemetryMiddleware, TestSQSBroker
+from worker.faststream_sqs import SQSBroker, TestSQSBroker
 from worker.handler import subscribe
 from worker.settings import Settings
 from worker.telemetry import Metrics
@@ -112,30 +110,6 @@ def test_ten_thousand_types_make_at_most_the_cap_plus_one_series() -> None:
     assert len(series) == 101
     assert series[(("event.type", OTHER_TYPE),)].value == 10_000 - 100
     assert sum(point.value for point in series.values()) == 10_000
-
-
-def test_faststreams_opentelemetry_middleware_reports_sqs_messages() -> None:
-    reader = InMemoryMetricReader()
-    broker = SQSBroker(middlewares=[SQSTelemetryMiddleware(meter_provider=MeterProvider([reader]))])
-
-    @broker.subscriber(QUEUE)
-    async def handle(body: dict[str, Any]) -> None:
-        pass
-
-    async def run() -> None:
-        async with TestSQSBroker(broker) as test_broker:
-            await test_broker.publish(VALID, QUEUE)
-            handle.mock.assert_called_once_with(VALID)
-
-    asyncio.run(run())
-    data = reader.get_metrics_data()
-    assert data is not None
-    names = {
-        m.name: m for rm in data.resource_metrics for sm in rm.scope_metrics for m in sm.metrics
-    }
-    point: Any = next(iter(names["messaging.process.duration"].data.data_points))
-    assert point.attributes is not None
-    assert point.attributes["messaging.system"] == "aws_sqs"
 
 
 def test_every_reject_reason_is_exported_at_zero_before_the_first_reject() -> None:

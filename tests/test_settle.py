@@ -9,6 +9,7 @@ from worker.faststream_sqs.client import OutgoingMessage, RawMessage, Visibility
 from worker.faststream_sqs.message import ACKED
 from worker.faststream_sqs.settle import (
     BACKOFF_CAP_SECONDS,
+    DELETES_FIRST_SECONDS,
     NoObserver,
     SettleOptions,
     Settler,
@@ -172,6 +173,24 @@ def test_receives_wait_while_counted_messages_are_being_deleted() -> None:
         return waited, room.done()
 
     assert asyncio.run(scenario()) == (True, True)
+
+
+def test_a_delete_that_never_returns_delays_receives_only_briefly() -> None:
+    async def scenario() -> bool:
+        sqs, counts = FakeSQS(), Counts()
+        sqs.delete_gate = asyncio.Event()  # never set: SQS stopped answering
+        settler = _settler(sqs, counts)
+        message = _message(1)
+        settler.hold([message])
+        _handle(settler, counts, message)
+        flushing = asyncio.create_task(settler.flush())
+        await asyncio.sleep(0)
+        await asyncio.wait_for(settler.wait_for_room(), DELETES_FIRST_SECONDS * 4)
+        still_deleting = not flushing.done()
+        flushing.cancel()
+        return still_deleting
+
+    assert asyncio.run(scenario()), "receives went on while the delete hung"
 
 
 def test_a_message_sqs_takes_back_before_any_checkpoint_is_not_counted_or_deleted() -> None:

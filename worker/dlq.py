@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from .faststream_sqs import (
+    MAX_BATCH_ENTRIES,
     ORIGINAL_ID_ATTRIBUTE,
     REDRIVE_RUN_ATTRIBUTE,
     REJECT_DETAIL_ATTRIBUTE,
@@ -68,7 +69,7 @@ def describe(message: RawMessage) -> DeadLetter:
 async def _receive(client: SQSClient, dlq_url: str, room: int) -> list[RawMessage]:
     return await client.receive(
         dlq_url,
-        max_messages=min(10, room),
+        max_messages=min(MAX_BATCH_ENTRIES, room),
         wait_seconds=_WAIT_SECONDS,
         visibility_timeout=_HOLD_SECONDS,
     )

@@ -6,6 +6,7 @@ boto3. Everything else in the worker uses the names exported here.
 
 from .broker import SQSBroker
 from .client import (
+    MAX_BATCH_ENTRIES,
     SQS_ERRORS,
     OutgoingMessage,
     QueueDepth,
@@ -18,7 +19,6 @@ from .client import (
     is_missing_queue,
 )
 from .message import SQSMessage
-from .opentelemetry import SQSTelemetryMiddleware
 from .settle import (
     ORIGINAL_ID_ATTRIBUTE,
     REDRIVE_RUN_ATTRIBUTE,
@@ -33,6 +33,7 @@ from .subscriber import SQSSubscriber
 from .testing import TestSQSBroker
 
 __all__ = (
+    "MAX_BATCH_ENTRIES",
     "ORIGINAL_ID_ATTRIBUTE",
     "REDRIVE_RUN_ATTRIBUTE",
     "REJECT_DETAIL_ATTRIBUTE",
@@ -48,7 +49,6 @@ __all__ = (
     "SQSObserver",
     "SQSRefused",
     "SQSSubscriber",
-    "SQSTelemetryMiddleware",
     "SettleOptions",
     "TestSQSBroker",
     "VisibilityChange",

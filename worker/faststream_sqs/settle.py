@@ -62,6 +62,9 @@ BACKOFF_BASE_SECONDS: Final = 2
 BACKOFF_CAP_SECONDS: Final = 900
 # Failed checkpoints are retried after 1, 2, 4 ... flush intervals, up to this.
 CHECKPOINT_BACKOFF_CAP_SECONDS: Final = 10.0
+# Receives wait this long at most for running deletes: those take milliseconds, and one
+# stuck on an SQS that stopped answering must not stop the intake (nor liveness).
+DELETES_FIRST_SECONDS: Final = 0.5
 
 Checkpoint = Callable[[], Awaitable[bool]]
 Undo = Callable[[], None]
@@ -206,7 +209,9 @@ class Settler:
 
     async def wait_for_room(self) -> None:
         await self._room.wait()
-        await self._no_delete_running.wait()
+        if not self._no_delete_running.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._no_delete_running.wait(), DELETES_FIRST_SECONDS)
 
     def hold(self, messages: Iterable[RawMessage]) -> None:
         expires_at = time.monotonic() + self._options.visibility_timeout
