@@ -114,6 +114,15 @@ def _handle(settler: Settler, counts: Counts, message: RawMessage) -> None:
         message.outcome = ACKED
 
 
+def _one_handled(sqs: FakeSQS, counts: Counts) -> tuple[Settler, RawMessage]:
+    """A settler holding one message whose handler has counted and acked it."""
+    settler = _settler(sqs, counts)
+    message = _message(1)
+    settler.hold([message])
+    _handle(settler, counts, message)
+    return settler, message
+
+
 def test_an_acked_message_is_queued_for_delete_as_its_handler_returns() -> None:
     async def scenario() -> tuple[FakeSQS, Counts]:
         sqs, counts = FakeSQS(), Counts()
@@ -159,10 +168,7 @@ def test_receives_wait_while_counted_messages_are_being_deleted() -> None:
     async def scenario() -> tuple[bool, bool]:
         sqs, counts = FakeSQS(), Counts()
         sqs.delete_gate = asyncio.Event()
-        settler = _settler(sqs, counts)
-        message = _message(1)
-        settler.hold([message])
-        _handle(settler, counts, message)
+        settler, _ = _one_handled(sqs, counts)
         flushing = asyncio.create_task(settler.flush())
         room = asyncio.create_task(settler.wait_for_room())
         await asyncio.sleep(0.05)
@@ -179,10 +185,7 @@ def test_a_delete_that_never_returns_delays_receives_only_briefly() -> None:
     async def scenario() -> bool:
         sqs, counts = FakeSQS(), Counts()
         sqs.delete_gate = asyncio.Event()  # never set: SQS stopped answering
-        settler = _settler(sqs, counts)
-        message = _message(1)
-        settler.hold([message])
-        _handle(settler, counts, message)
+        settler, _ = _one_handled(sqs, counts)
         flushing = asyncio.create_task(settler.flush())
         await asyncio.sleep(0)
         await asyncio.wait_for(settler.wait_for_room(), DELETES_FIRST_SECONDS * 4)
@@ -220,10 +223,7 @@ def test_a_message_taken_back_during_a_checkpoint_waits_for_its_result() -> None
         sqs, counts = FakeSQS(), Counts()
         counts.durable = durable
         counts.gate = asyncio.Event()
-        settler = _settler(sqs, counts)
-        message = _message(1)
-        settler.hold([message])
-        _handle(settler, counts, message)
+        settler, message = _one_handled(sqs, counts)
         flushing = asyncio.create_task(settler.flush())
         await asyncio.sleep(0)  # the export has taken its snapshot and waits
         settler._return(message.receipt_handle)
