@@ -45,7 +45,7 @@ from tests.otlp import OTLPReceiver
 from tests.proxy import FaultyProxy
 from tests.sqs import depth, send_bodies, sqs_client
 from worker.events import Event
-from worker.faststream_sqs import SettleOptions, SQSBroker
+from worker.faststream_sqs import SettleOptions, SQSBroker, SQSConnection
 from worker.kata import KataMessage
 from worker.settings import Settings
 from worker.telemetry import Metrics
@@ -314,9 +314,11 @@ def test_a_handler_slower_than_the_visibility_timeout_is_received_and_counted_on
     settings = Settings(sqs_visibility_timeout=visibility)
     metrics = Metrics(settings, OTLPMetricExporter(endpoint=f"{otlp.endpoint}/v1/metrics"))
     broker = SQSBroker(
-        endpoint_url=sqs_endpoint,
-        region_name="us-east-1",
-        credentials={"aws_access_key_id": "test", "aws_secret_access_key": "test"},
+        SQSConnection(
+            endpoint_url=sqs_endpoint,
+            region_name="us-east-1",
+            credentials={"aws_access_key_id": "test", "aws_secret_access_key": "test"},
+        ),
         checkpoint=metrics.checkpoint,
         observer=metrics,
         settle=SettleOptions(visibility_timeout=visibility),

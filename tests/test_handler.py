@@ -71,8 +71,8 @@ async def publish_all(broker: SQSBroker, bodies: Sequence[Any]) -> list[Any]:
 
 def test_a_valid_event_is_counted_summed_and_acknowledged() -> None:
     broker, metrics, exporter = make()
-    raws = asyncio.run(publish_all(broker, [VALID, VALID | {"value": 7}]))
-    assert [raw.outcome for raw in raws] == ["ack", "ack"]
+    decisions = asyncio.run(publish_all(broker, [VALID, VALID | {"value": 7}]))
+    assert [decision.outcome for decision in decisions] == ["ack", "ack"]
     assert asyncio.run(metrics.checkpoint()) is True
     count = exporter.series("nps.events")[(("event.type", "purchase"),)]
     value = exporter.series("nps.event.value")[(("event.type", "purchase"),)]
@@ -93,9 +93,9 @@ def test_a_valid_event_is_counted_summed_and_acknowledged() -> None:
 )
 def test_a_bad_message_is_rejected_with_its_reason_and_not_counted(body: Any, reason: str) -> None:
     broker, metrics, exporter = make()
-    (raw,) = asyncio.run(publish_all(broker, [body]))
-    assert (raw.outcome, raw.reject_reason) == ("reject", reason)
-    assert raw.reject_detail
+    (decision,) = asyncio.run(publish_all(broker, [body]))
+    assert (decision.outcome, decision.reason) == ("reject", reason)
+    assert decision.detail
     assert metrics.totals.count == 0
     asyncio.run(metrics.checkpoint())
     assert exporter.series("nps.events") == {}

@@ -1,12 +1,14 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 import sys
+import time
 from collections.abc import Sequence
 
 from worker.faststream_sqs.client import OutgoingMessage, RawMessage, VisibilityChange
-from worker.faststream_sqs.message import ACKED
+from worker.faststream_sqs.ledger import ACK
 from worker.faststream_sqs.settle import (
     BACKOFF_CAP_SECONDS,
     DELETES_FIRST_SECONDS,
@@ -34,7 +36,7 @@ def test_a_failing_poll_loop_waits_longer_each_time_but_never_more_than_the_cap(
     assert max(poll_backoff(50) for _ in range(200)) > 1.0
 
 
-# The ledger: what a message's count and receipt go through (an in-memory SQS client).
+# The driver around the ledger: the SQS calls it makes (an in-memory SQS client).
 
 
 class FakeSQS:
@@ -101,6 +103,7 @@ def _settler(sqs: FakeSQS, counts: Counts, options: SettleOptions = OPTIONS) -> 
         checkpoint=counts.checkpoint,
         observer=NoObserver(),
         options=options,
+        log=logging.getLogger("test"),
     )
 
 
@@ -109,9 +112,9 @@ def _message(n: int) -> RawMessage:
 
 
 def _handle(settler: Settler, counts: Counts, message: RawMessage) -> None:
-    with settler.handling(message):
+    with settler.handling(message) as slot:
         counts.record()
-        message.outcome = ACKED
+        slot.decide(ACK)
 
 
 def _one_handled(sqs: FakeSQS, counts: Counts) -> tuple[Settler, RawMessage]:
@@ -201,12 +204,11 @@ def test_a_message_sqs_takes_back_before_any_checkpoint_is_not_counted_or_delete
         sqs, counts = FakeSQS(), Counts()
         settler = _settler(sqs, counts)
         messages = [_message(n) for n in range(3)]
-        settler.hold(messages)
+        # Due for an extension (within half the timeout), which SQS refuses.
+        settler.ledger.hold([m.receipt_handle for m in messages], time.monotonic() + 1)
         for message in messages:
             _handle(settler, counts, message)
         sqs.refuse_extensions = True
-        for held in settler._held.values():
-            held.expires_at = 0.0  # due for an extension, which SQS refuses
         await settler._extend_expiring()
         await settler.flush()
         return sqs, counts, settler
@@ -226,7 +228,7 @@ def test_a_message_taken_back_during_a_checkpoint_waits_for_its_result() -> None
         settler, message = _one_handled(sqs, counts)
         flushing = asyncio.create_task(settler.flush())
         await asyncio.sleep(0)  # the export has taken its snapshot and waits
-        settler._return(message.receipt_handle)
+        settler.ledger.discard([message.receipt_handle])
         assert counts.count == 1, "taken back while an export may carry it"
         counts.gate.set()
         await flushing

@@ -174,6 +174,15 @@ def test_a_missing_queue_is_one_readable_line(worker_env: Env) -> None:
     assert "nps-worker provision" in lines[0]
 
 
+def test_faststream_run_checks_the_queue_as_nps_worker_run_does(worker_env: Env) -> None:
+    env = worker_env.with_(SQS_QUEUE_NAME="never-created")
+    worker = nps_worker("run", "worker.app:app", env=env, module="faststream")
+    _, stderr = worker.communicate(timeout=60)
+    assert worker.returncode != 0, stderr
+    assert "queue 'never-created' does not exist" in stderr
+    assert "nps-worker provision" in stderr
+
+
 def test_provision_is_idempotent_and_sets_the_redrive_policy(
     worker_env: Env, sqs_endpoint: str
 ) -> None:

@@ -1,6 +1,8 @@
 """The FastStream application: broker, handler, metrics and health, wired once.
 
-`faststream run worker.app:app` builds it from the environment on first access.
+Both ways to start run the same code: `nps-worker run` (`run_worker`) and
+`faststream run worker.app:app`, which builds the app from the environment on first
+access. Before anything starts, the app checks that the queue exists.
 """
 
 from __future__ import annotations
@@ -8,20 +10,29 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
 from faststream import FastStream
 
-from .faststream_sqs import SettleOptions, SQSBroker
+from .faststream_sqs import SQS_ERRORS, QueueNotFound, SQSBroker, SQSConnection, is_missing_queue
 from .handler import subscribe
 from .health import HealthServer
 from .logs import configure_logging
 from .settings import Settings, load_settings
+from .sqs_options import connection, make_broker
 from .telemetry import Metrics
 
 # A poll may take the whole long-poll wait; health allows that plus this margin.
 HEALTH_MARGIN_SECONDS = 15
+
+log = logging.getLogger("worker.run")
+
+
+class StartupError(Exception):
+    """The worker cannot start; the message is one line saying why and what to do."""
 
 
 @dataclass
@@ -32,30 +43,21 @@ class Worker:
 
 
 def create_worker(
-    settings: Settings,
-    *,
-    metrics: Metrics | None = None,
-    endpoint_url: str | None = None,
-    credentials: dict[str, str] | None = None,
+    settings: Settings, *, metrics: Metrics | None = None, sqs: SQSConnection | None = None
 ) -> Worker:
     metrics = metrics or Metrics.from_settings(settings)
-    broker = SQSBroker(
-        endpoint_url=endpoint_url,
-        region_name=settings.aws_region,
-        credentials=credentials,
-        read_timeout=settings.sqs_read_timeout,
-        checkpoint=metrics.checkpoint,
-        observer=metrics,
-        settle=SettleOptions(
-            visibility_timeout=settings.sqs_visibility_timeout,
-            idle_checkpoint_interval=settings.export_interval_seconds,
-        ),
-        logger=logging.getLogger("worker.faststream"),
-        # FastStream logs every message received and processed: fine for debugging only.
-        log_level=logging.DEBUG,
-    )
+    sqs = sqs or connection(settings)
+    broker = make_broker(settings, metrics, sqs)
     subscribe(broker, settings, metrics)
-    app = FastStream(broker, logger=logging.getLogger("worker.app"))
+
+    @asynccontextmanager
+    async def queue_checked() -> AsyncIterator[None]:
+        # The lifespan wraps the whole run, so both start paths check, before anything
+        # else is logged or started.
+        await check_queue(broker, settings)
+        yield
+
+    app = FastStream(broker, logger=logging.getLogger("worker.app"), lifespan=queue_checked)
     shutting_down = False
     max_poll_age = settings.sqs_wait_time_seconds + HEALTH_MARGIN_SECONDS
     health = HealthServer(
@@ -85,6 +87,32 @@ def create_worker(
         metrics.shutdown()
 
     return Worker(app, broker, metrics)
+
+
+async def check_queue(broker: SQSBroker, settings: Settings) -> None:
+    """The queue exists (else one line naming the fix); a missing redrive policy warns."""
+    client = await broker.connect()
+    try:
+        url = await client.queue_url(settings.queue)
+        policy = await client.redrive_policy(url)
+    except (QueueNotFound, *SQS_ERRORS) as error:
+        if not isinstance(error, QueueNotFound) and not is_missing_queue(error):
+            raise
+        raise StartupError(
+            f"queue {settings.queue!r} does not exist at {client.endpoint_url}; "
+            "create it with `nps-worker provision`"
+        ) from None
+    if policy is None:
+        log.warning(
+            "queue %r has no redrive policy: a message that always fails is retried forever "
+            "(`nps-worker provision` sets one)",
+            settings.queue,
+        )
+
+
+async def run_worker(settings: Settings) -> None:
+    """`nps-worker run`: until SIGTERM, SIGINT or SIGHUP."""
+    await create_worker(settings).app.run(log_level=logging.getLevelName(settings.log_level))
 
 
 def __getattr__(name: str) -> Any:

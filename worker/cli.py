@@ -11,14 +11,15 @@ import sys
 from collections.abc import Sequence
 
 from . import __version__, dlq, stats
+from .app import StartupError, run_worker
 from .demo import run_demo
 from .faststream_sqs import SQS_ERRORS, QueueNotFound, SQSRefused, calls_still_running
 from .health import HealthPortUnavailable
 from .local_sqs import DemoUnavailable
 from .logs import configure_logging
-from .queues import make_client, produce, provision
-from .runner import StartupError, run_worker
+from .queues import produce, provision
 from .settings import ConfigurationError, Settings, load_settings
+from .sqs_options import make_client
 
 
 def _positive_int(text: str) -> int:

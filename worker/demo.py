@@ -26,8 +26,9 @@ from .app import create_worker
 from .faststream_sqs import SQSClient
 from .kata import KataMessage, scenario
 from .local_sqs import LocalSQSProcess, local_sqs_process
-from .queues import make_client, provision, send_all
+from .queues import provision, send_all
 from .settings import Settings
+from .sqs_options import connection, make_client
 from .telemetry import Metrics
 from .totals import totals_summary
 
@@ -191,7 +192,9 @@ async def _demo(
     err.write(f"consumed at once, at most {MAX_BACKLOG} waiting\n")
     metrics = Metrics.from_settings(settings)
     worker = create_worker(
-        settings, metrics=metrics, endpoint_url=sqs.endpoint, credentials=DEMO_CREDENTIALS
+        settings,
+        metrics=metrics,
+        sqs=connection(settings, endpoint_url=sqs.endpoint, credentials=DEMO_CREDENTIALS),
     )
     progress = Progress(events)
     cpu_before = (time.process_time(), cpu_seconds(sqs.pid))

@@ -15,16 +15,19 @@ from typing import Any, Final
 
 from .faststream_sqs import (
     MAX_BATCH_ENTRIES,
-    ORIGINAL_ID_ATTRIBUTE,
-    REDRIVE_RUN_ATTRIBUTE,
-    REJECT_DETAIL_ATTRIBUTE,
-    REJECT_REASON_ATTRIBUTE,
-    OutgoingMessage,
+    DeadLetterAttributes,
     RawMessage,
     SQSClient,
     SQSRefused,
     VisibilityChange,
-    original_message_id,
+)
+
+# The contract's names for what a dead letter carries (see the README).
+DEAD_LETTER_ATTRIBUTES: Final = DeadLetterAttributes(
+    reason="nps-reject-reason",
+    detail="nps-reject-detail",
+    original_id="nps-original-message-id",
+    redrive_run="nps-redrive-run",
 )
 
 # Long enough to read or move one batch; peeked messages are handed back right after.
@@ -58,9 +61,9 @@ def describe(message: RawMessage) -> DeadLetter:
     # its handling failed SQS_MAX_RECEIVE_COUNT times.
     return DeadLetter(
         message_id=message.message_id,
-        original_message_id=original_message_id(message),
-        reason=message.attribute(REJECT_REASON_ATTRIBUTE) or "max_receives",
-        detail=message.attribute(REJECT_DETAIL_ATTRIBUTE) or "-",
+        original_message_id=DEAD_LETTER_ATTRIBUTES.original_id_of(message),
+        reason=message.attribute(DEAD_LETTER_ATTRIBUTES.reason) or "max_receives",
+        detail=message.attribute(DEAD_LETTER_ATTRIBUTES.detail) or "-",
         receive_count=message.receive_count,
         body=message.body,
     )
@@ -113,26 +116,18 @@ async def redrive(client: SQSClient, dlq_url: str, queue_url: str, limit: int) -
             batch = await _receive(client, dlq_url, limit - moved)
             if not batch:
                 break
-            returned = [m for m in batch if m.attribute(REDRIVE_RUN_ATTRIBUTE) == run]
+            returned = [m for m in batch if m.attribute(DEAD_LETTER_ATTRIBUTES.redrive_run) == run]
             came_back.update((m.message_id, m) for m in returned)
             fresh: list[RawMessage] = []
             twins: list[RawMessage] = []
             for message in batch:
                 if message in returned:
                     continue
-                original = original_message_id(message)
+                original = DEAD_LETTER_ATTRIBUTES.original_id_of(message)
                 (twins if original in seen else fresh).append(message)
                 seen.add(original)
-            # The reject attributes go (a fresh start); the original id stays.
             failures = await client.send(
-                queue_url,
-                [
-                    OutgoingMessage(
-                        m.body,
-                        {ORIGINAL_ID_ATTRIBUTE: original_message_id(m), REDRIVE_RUN_ATTRIBUTE: run},
-                    )
-                    for m in fresh
-                ],
+                queue_url, [DEAD_LETTER_ATTRIBUTES.redriven(m, run) for m in fresh]
             )
             if failures:
                 raise SQSRefused(

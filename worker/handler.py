@@ -10,6 +10,7 @@ from faststream.message import StreamMessage
 from .events import Event, Rejection, parse_event
 from .faststream_sqs import SQSBroker, undo_if_redelivered
 from .settings import Settings
+from .sqs_options import subscription
 from .telemetry import Metrics
 
 
@@ -23,14 +24,7 @@ async def decode_event(message: StreamMessage[Any]) -> Event:
 
 
 def subscribe(broker: SQSBroker, settings: Settings, metrics: Metrics) -> None:
-    @broker.subscriber(
-        settings.queue,
-        dead_letter_queue=settings.dead_letter_queue_name,
-        max_messages=settings.max_messages_per_batch,
-        wait_time_seconds=settings.sqs_wait_time_seconds,
-        concurrency=settings.worker_concurrency,
-        decoder=decode_event,
-    )
+    @broker.subscriber(**subscription(settings), decoder=decode_event)
     async def count_event(event: Event) -> None:
         # Should SQS take the message back before a checkpoint exported this count
         # (a refused visibility extension), the redelivery counts it instead.

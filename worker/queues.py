@@ -16,22 +16,6 @@ from .settings import Settings
 log = logging.getLogger("worker.queues")
 
 
-def make_client(
-    settings: Settings,
-    *,
-    endpoint_url: str | None = None,
-    credentials: dict[str, str] | None = None,
-    threads: int = 4,
-) -> SQSClient:
-    return SQSClient(
-        threads=threads,
-        read_timeout=settings.sqs_read_timeout,
-        region_name=settings.aws_region,
-        endpoint_url=endpoint_url,
-        credentials=credentials,
-    )
-
-
 async def provision(client: SQSClient, settings: Settings) -> tuple[str, str]:
     """Create the DLQ and the queue (idempotent); point the queue's redrive at the DLQ."""
     dlq_url = await client.create_queue(settings.dead_letter_queue_name, {})

@@ -13,6 +13,17 @@ from urllib.parse import urlparse
 from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from .faststream_sqs.limits import (
+    DEFAULT_CONCURRENCY,
+    DEFAULT_READ_TIMEOUT,
+    DEFAULT_VISIBILITY_TIMEOUT,
+    DEFAULT_WAIT_SECONDS,
+    MAX_BATCH_ENTRIES,
+    MAX_VISIBILITY_TIMEOUT,
+    MAX_WAIT_SECONDS,
+    long_poll_fits,
+)
+
 # The worker extends a held message's visibility every third of the timeout and keeps
 # a handled message up to a second for its checkpoint; below this, one slow SQS call
 # lets a message reappear (and be counted twice) while it is still held.
@@ -36,12 +47,14 @@ class Settings(BaseSettings):
     sqs_queue_name: Annotated[str, Field(min_length=1, max_length=80)] = "hands-on-interview"
     sqs_queue_url: str | None = None
     dlq_queue_name: Annotated[str | None, Field(min_length=1, max_length=80)] = None
-    sqs_visibility_timeout: Annotated[int, Field(le=43_200)] = 30
+    sqs_visibility_timeout: Annotated[int, Field(le=MAX_VISIBILITY_TIMEOUT)] = (
+        DEFAULT_VISIBILITY_TIMEOUT
+    )
     sqs_max_receive_count: Annotated[int, Field(ge=1, le=1000)] = 3
-    max_messages_per_batch: Annotated[int, Field(ge=1, le=10)] = 10
-    sqs_wait_time_seconds: Annotated[int, Field(ge=0, le=20)] = 20
-    sqs_read_timeout: Annotated[int, Field(ge=1, le=300)] = 30
-    worker_concurrency: Annotated[int, Field(ge=1, le=64)] = 4
+    max_messages_per_batch: Annotated[int, Field(ge=1, le=MAX_BATCH_ENTRIES)] = MAX_BATCH_ENTRIES
+    sqs_wait_time_seconds: Annotated[int, Field(ge=0, le=MAX_WAIT_SECONDS)] = DEFAULT_WAIT_SECONDS
+    sqs_read_timeout: Annotated[int, Field(ge=1, le=300)] = DEFAULT_READ_TIMEOUT
+    worker_concurrency: Annotated[int, Field(ge=1, le=64)] = DEFAULT_CONCURRENCY
     max_event_types: Annotated[int, Field(ge=1, le=MAX_EVENT_TYPES_LIMIT)] = 100
     health_port: Annotated[int, Field(ge=0, le=65_535)] = 8080
     log_level: LogLevel = "INFO"
@@ -90,7 +103,7 @@ class Settings(BaseSettings):
                 f"needs at least {MIN_VISIBILITY_TIMEOUT} s to extend a held message's "
                 "visibility before it expires"
             )
-        if self.sqs_wait_time_seconds >= self.sqs_read_timeout:
+        if not long_poll_fits(self.sqs_wait_time_seconds, self.sqs_read_timeout):
             raise ValueError(
                 f"SQS_WAIT_TIME_SECONDS={self.sqs_wait_time_seconds} must be below "
                 f"SQS_READ_TIMEOUT={self.sqs_read_timeout}: a long poll would be cut off mid-wait"

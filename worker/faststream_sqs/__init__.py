@@ -1,50 +1,65 @@
 """A consume-only FastStream broker for Amazon SQS.
 
 The only package that imports `faststream._internal` (pinned: see pyproject) and
-boto3. Everything else in the worker uses the names exported here.
+boto3. Everything else in the worker uses the names exported here. It knows nothing
+of the application: attribute and logger names are passed in.
+
+One message, forward: `subscriber` polls (`client`), holds the batch in the `settle`
+driver's `ledger`, runs each through FastStream (`parser` → `message`, whose ack,
+nack or reject lands in the ledger), then `settle` applies the decisions to SQS.
 """
 
 from .broker import SQSBroker
 from .client import (
-    MAX_BATCH_ENTRIES,
     SQS_ERRORS,
     OutgoingMessage,
     QueueDepth,
     QueueNotFound,
     RawMessage,
     SQSClient,
+    SQSConnection,
     SQSRefused,
     VisibilityChange,
     calls_still_running,
     is_missing_queue,
 )
-from .message import SQSMessage
-from .settle import (
-    ORIGINAL_ID_ATTRIBUTE,
-    REDRIVE_RUN_ATTRIBUTE,
-    REJECT_DETAIL_ATTRIBUTE,
-    REJECT_REASON_ATTRIBUTE,
-    SettleOptions,
-    SQSObserver,
-    original_message_id,
-    undo_if_redelivered,
+from .dead_letters import DeadLetterAttributes
+from .ledger import ACK, NACK, Decision, rejection
+from .limits import (
+    DEFAULT_CONCURRENCY,
+    DEFAULT_READ_TIMEOUT,
+    DEFAULT_VISIBILITY_TIMEOUT,
+    DEFAULT_WAIT_SECONDS,
+    MAX_BATCH_ENTRIES,
+    MAX_VISIBILITY_TIMEOUT,
+    MAX_WAIT_SECONDS,
+    long_poll_fits,
 )
+from .message import SQSMessage
+from .settle import SettleOptions, SQSObserver, undo_if_redelivered
 from .subscriber import SQSSubscriber
 from .testing import TestSQSBroker
 
 __all__ = (
+    "ACK",
+    "DEFAULT_CONCURRENCY",
+    "DEFAULT_READ_TIMEOUT",
+    "DEFAULT_VISIBILITY_TIMEOUT",
+    "DEFAULT_WAIT_SECONDS",
     "MAX_BATCH_ENTRIES",
-    "ORIGINAL_ID_ATTRIBUTE",
-    "REDRIVE_RUN_ATTRIBUTE",
-    "REJECT_DETAIL_ATTRIBUTE",
-    "REJECT_REASON_ATTRIBUTE",
+    "MAX_VISIBILITY_TIMEOUT",
+    "MAX_WAIT_SECONDS",
+    "NACK",
     "SQS_ERRORS",
+    "DeadLetterAttributes",
+    "Decision",
     "OutgoingMessage",
     "QueueDepth",
     "QueueNotFound",
     "RawMessage",
     "SQSBroker",
     "SQSClient",
+    "SQSConnection",
     "SQSMessage",
     "SQSObserver",
     "SQSRefused",
@@ -54,6 +69,7 @@ __all__ = (
     "VisibilityChange",
     "calls_still_running",
     "is_missing_queue",
-    "original_message_id",
+    "long_poll_fits",
+    "rejection",
     "undo_if_redelivered",
 )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, cast
 
 from fast_depends import dependency_provider
@@ -23,12 +23,20 @@ from faststream.response import PublishCommand
 from faststream.response.publish_type import PublishType
 from faststream.specification.schema import BrokerSpec
 
-from .client import DEFAULT_READ_TIMEOUT, OutgoingMessage, RawMessage, SQSClient
+from .client import OutgoingMessage, SQSClient, SQSConnection
 from .config import (
+    DEFAULT_LOGGER,
     SQSBrokerConfig,
     SQSSubscriberConfig,
     SQSSubscriberSpecificationConfig,
 )
+from .limits import (
+    DEFAULT_CONCURRENCY,
+    DEFAULT_WAIT_SECONDS,
+    MAX_BATCH_ENTRIES,
+    long_poll_fits,
+)
+from .message import Delivery
 from .parser import decode_body, parse_message
 from .settle import Checkpoint, SettleOptions, SQSObserver, always_durable
 from .subscriber import SQSSubscriber, SQSSubscriberSpecification
@@ -91,15 +99,15 @@ class SQSProducer(ProducerProto[PublishCommand]):
         raise FeatureNotSupportedException("use publish() per message")
 
 
-class SQSRegistrator(Registrator[RawMessage, SQSBrokerConfig]):
+class SQSRegistrator(Registrator[Delivery, SQSBrokerConfig]):
     def subscriber(  # type: ignore[override]
         self,
         queue: str,
         *,
         dead_letter_queue: str | None = None,
-        max_messages: int = 10,
-        wait_time_seconds: int = 20,
-        concurrency: int = 4,
+        max_messages: int = MAX_BATCH_ENTRIES,
+        wait_time_seconds: int = DEFAULT_WAIT_SECONDS,
+        concurrency: int = DEFAULT_CONCURRENCY,
         ack_policy: AckPolicy = EMPTY,
         dependencies: Sequence[Dependant] = (),
         parser: CustomCallable | None = None,
@@ -111,7 +119,7 @@ class SQSRegistrator(Registrator[RawMessage, SQSBrokerConfig]):
     ) -> SQSSubscriber:
         """Consume `queue` (a name or URL) with `concurrency` long-polling loops."""
         config = cast("SQSBrokerConfig", self.config)
-        calls = CallsCollection[RawMessage]()
+        calls = CallsCollection[Delivery]()
         subscriber = SQSSubscriber(
             SQSSubscriberConfig(
                 queue=queue,
@@ -145,19 +153,17 @@ class SQSRegistrator(Registrator[RawMessage, SQSBrokerConfig]):
         raise FeatureNotSupportedException("SQSBroker is consume-only; use broker.publish()")
 
 
-class SQSBroker(SQSRegistrator, BrokerUsecase[RawMessage, SQSClient, SQSBrokerConfig]):
+class SQSBroker(SQSRegistrator, BrokerUsecase[Delivery, SQSClient, SQSBrokerConfig]):
     """A consume-only FastStream broker for Amazon SQS (boto3 underneath)."""
 
     def __init__(
         self,
+        connection: SQSConnection | None = None,
         *,
-        endpoint_url: str | None = None,
-        region_name: str | None = None,
-        credentials: Mapping[str, str] | None = None,
-        read_timeout: float = DEFAULT_READ_TIMEOUT,
         checkpoint: Checkpoint = always_durable,
         observer: SQSObserver | None = None,
         settle: SettleOptions | None = None,
+        adapter_logger: logging.Logger = DEFAULT_LOGGER,
         graceful_timeout: float | None = 15.0,
         ack_policy: AckPolicy = EMPTY,
         middlewares: Sequence[BrokerMiddleware[Any, Any]] = (),
@@ -172,6 +178,7 @@ class SQSBroker(SQSRegistrator, BrokerUsecase[RawMessage, SQSClient, SQSBrokerCo
         config = SQSBrokerConfig(
             checkpoint=checkpoint,
             settle=settle or SettleOptions(),
+            log=adapter_logger,
             broker_middlewares=middlewares,
             broker_parser=parser,
             broker_decoder=decoder,
@@ -191,21 +198,19 @@ class SQSBroker(SQSRegistrator, BrokerUsecase[RawMessage, SQSClient, SQSBrokerCo
         if observer is not None:
             config.observer = observer
         config.producer = SQSProducer(config)
+        connection = connection or SQSConnection()
         super().__init__(
             config=config,
             specification=BrokerSpec(
                 description=None,
-                url=[endpoint_url or "https://sqs.amazonaws.com"],
+                url=[connection.endpoint_url or "https://sqs.amazonaws.com"],
                 protocol="sqs",
                 protocol_version=None,
                 tags=(),
                 security=None,
             ),
             routers=(),
-            endpoint_url=endpoint_url,
-            region_name=region_name,
-            credentials=credentials,
-            read_timeout=read_timeout,
+            connection=connection,
         )
 
     @property
@@ -213,15 +218,16 @@ class SQSBroker(SQSRegistrator, BrokerUsecase[RawMessage, SQSClient, SQSBrokerCo
         return [s for s in self.subscribers if isinstance(s, SQSSubscriber)]
 
     async def _connect(self) -> SQSClient:
+        connection: SQSConnection = self._connection_kwargs["connection"]
         wait = max((s.wait_time_seconds for s in self.sqs_subscribers), default=0)
-        read_timeout = self._connection_kwargs["read_timeout"]
-        if wait >= read_timeout:
+        if not long_poll_fits(wait, connection.read_timeout):
             raise ValueError(
-                f"a long poll of {wait} s cannot finish within the {read_timeout} s read timeout"
+                f"a long poll of {wait} s cannot finish within the "
+                f"{connection.read_timeout} s read timeout"
             )
         pollers = sum(s.concurrency for s in self.sqs_subscribers)
-        client = SQSClient(threads=pollers + EXTRA_THREADS, **self._connection_kwargs)
-        settle_client = SQSClient(threads=max(SETTLE_THREADS, pollers), **self._connection_kwargs)
+        client = SQSClient(connection, threads=pollers + EXTRA_THREADS)
+        settle_client = SQSClient(connection, threads=max(SETTLE_THREADS, pollers))
         self.config.broker_config.connect(client, settle_client)
         return client
 

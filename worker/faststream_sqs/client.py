@@ -20,17 +20,13 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
+from .limits import DEFAULT_READ_TIMEOUT, MAX_BATCH_BYTES, MAX_BATCH_ENTRIES
+
 if TYPE_CHECKING:
     from mypy_boto3_sqs.client import SQSClient as Boto3SQSClient
 
 T = TypeVar("T")
 
-# botocore's HTTP read timeout; a long poll must end before it, or it is torn down mid-wait.
-DEFAULT_READ_TIMEOUT: Final = 30
-# SQS's batch limits: entries per call, and the bytes of all bodies and attributes in one
-# send (1 MiB on AWS since 2025; 256 KiB on older APIs and emulators, so that is the bound).
-MAX_BATCH_ENTRIES: Final = 10
-MAX_BATCH_BYTES: Final = 262_144
 _MISSING_QUEUE_CODES: Final = frozenset(
     {"AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist"}
 )
@@ -92,9 +88,9 @@ class SQSRefused(Exception):
     """SQS answered, but refused some entries of a batch; the message says which step."""
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class RawMessage:
-    """One received SQS message, and what the handler decided about it."""
+    """One received SQS message, as SQS sent it."""
 
     queue_url: str
     message_id: str
@@ -102,10 +98,6 @@ class RawMessage:
     body: str
     attributes: Mapping[str, str] = field(default_factory=dict)
     message_attributes: Mapping[str, Any] = field(default_factory=dict)
-    # Set by SQSMessage.ack/nack/reject; None means "not settled": hand it back.
-    outcome: str | None = None
-    reject_reason: str = ""
-    reject_detail: str = ""
 
     @property
     def receive_count(self) -> int:
@@ -147,31 +139,36 @@ class VisibilityChange:
     timeout: int
 
 
+@dataclass(frozen=True, slots=True)
+class SQSConnection:
+    """Where and how to reach SQS; None leaves it to boto3 (its environment and files)."""
+
+    endpoint_url: str | None = None
+    region_name: str | None = None
+    credentials: Mapping[str, str] | None = None
+    read_timeout: float = DEFAULT_READ_TIMEOUT
+
+
 class SQSClient:
     """Async facade over one boto3 SQS client and its own threads."""
 
-    def __init__(
-        self,
-        *,
-        threads: int,
-        read_timeout: float = DEFAULT_READ_TIMEOUT,
-        region_name: str | None = None,
-        endpoint_url: str | None = None,
-        credentials: Mapping[str, str] | None = None,
-    ) -> None:
+    def __init__(self, connection: SQSConnection, *, threads: int) -> None:
         config = Config(
             max_pool_connections=threads,
-            read_timeout=read_timeout,
+            read_timeout=connection.read_timeout,
             connect_timeout=5,
             # The poll loop owns backoff; botocore's own retries would hide outages.
             retries={"max_attempts": 2, "mode": "standard"},
         )
+        credentials = connection.credentials or {}
         session = boto3.session.Session(
-            region_name=region_name,
-            aws_access_key_id=(credentials or {}).get("aws_access_key_id"),
-            aws_secret_access_key=(credentials or {}).get("aws_secret_access_key"),
+            region_name=connection.region_name,
+            aws_access_key_id=credentials.get("aws_access_key_id"),
+            aws_secret_access_key=credentials.get("aws_secret_access_key"),
         )
-        self._boto: Boto3SQSClient = session.client("sqs", endpoint_url=endpoint_url, config=config)
+        self._boto: Boto3SQSClient = session.client(
+            "sqs", endpoint_url=connection.endpoint_url, config=config
+        )
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="sqs")
 
     @property

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 
 from faststream._internal.configs import (
@@ -14,7 +15,11 @@ from faststream.exceptions import IncorrectState
 from faststream.middlewares import AckPolicy
 
 from .client import SQSClient
+from .limits import DEFAULT_CONCURRENCY, DEFAULT_WAIT_SECONDS, MAX_BATCH_ENTRIES
 from .settle import Checkpoint, NoObserver, SettleOptions, SQSObserver, always_durable
+
+# The adapter's own log (polls, settling, outages), unless the application names another.
+DEFAULT_LOGGER: logging.Logger = logging.getLogger("faststream_sqs")
 
 
 @dataclass(kw_only=True)
@@ -22,6 +27,7 @@ class SQSBrokerConfig(BrokerConfig):
     checkpoint: Checkpoint = always_durable
     observer: SQSObserver = field(default_factory=NoObserver)
     settle: SettleOptions = field(default_factory=SettleOptions)
+    log: logging.Logger = DEFAULT_LOGGER
     _client: SQSClient | None = field(default=None, init=False, repr=False)
     _settle_client: SQSClient | None = field(default=None, init=False, repr=False)
 
@@ -61,9 +67,9 @@ class SQSSubscriberConfig(SubscriberUsecaseConfig):
 
     queue: str
     dead_letter_queue: str | None = None
-    max_messages: int = 10
-    wait_time_seconds: int = 20
-    concurrency: int = 4
+    max_messages: int = MAX_BATCH_ENTRIES
+    wait_time_seconds: int = DEFAULT_WAIT_SECONDS
+    concurrency: int = DEFAULT_CONCURRENCY
 
     @property
     def ack_policy(self) -> AckPolicy:

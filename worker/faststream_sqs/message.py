@@ -1,41 +1,48 @@
-"""The FastStream message for SQS, and how ack, nack and reject map onto SQS."""
+"""The FastStream message for SQS: ack, nack and reject decide through the ledger's slot."""
 
 from __future__ import annotations
 
-from typing import Final
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 from faststream.message import StreamMessage
 
 from .client import RawMessage
+from .ledger import ACK, NACK, Decision, rejection
 
-ACKED: Final = "ack"  # handled: delete once its effects are durable
-NACKED: Final = "nack"  # failed: make visible again after a backoff
-REJECTED: Final = "reject"  # never valid: copy to the dead-letter queue, then delete
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """What a poll loop hands FastStream: the message as received, and where its
+    handler's decision goes (the settling layer's slot for it)."""
+
+    raw: RawMessage
+    decide: Callable[[Decision], None]
 
 
 class SQSMessage(StreamMessage[RawMessage]):
     """A received SQS message.
 
-    Settling only records the decision on the raw message; the subscriber applies
-    it to SQS in batches after the handler returns.
+    Settling only records the decision; the subscriber applies it to SQS in batches
+    after the handler returns.
     """
 
+    def __init__(self, *args: Any, decide: Callable[[Decision], None], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._decide = decide
+
     async def ack(self) -> None:
-        self._settle(ACKED)
+        if self.committed is None:
+            self._decide(ACK)
         await super().ack()
 
     async def nack(self) -> None:
-        self._settle(NACKED)
+        if self.committed is None:
+            self._decide(NACK)
         await super().nack()
 
     async def reject(self, reason: str = "rejected", detail: str = "") -> None:
-        if self._settle(REJECTED):
-            self.raw_message.reject_reason = reason
-            self.raw_message.reject_detail = detail
+        if self.committed is None:
+            self._decide(rejection(reason, detail))
         await super().reject()
-
-    def _settle(self, outcome: str) -> bool:
-        if self.committed is not None or self.raw_message.outcome is not None:
-            return False
-        self.raw_message.outcome = outcome
-        return True

@@ -1,4 +1,4 @@
-"""Raw SQS message -> FastStream message, and its default body decoder."""
+"""A delivery -> FastStream message, and its default body decoder."""
 
 from __future__ import annotations
 
@@ -6,14 +6,14 @@ from typing import TYPE_CHECKING, Any
 
 from faststream.message import decode_message
 
-from .client import RawMessage
-from .message import SQSMessage
+from .message import Delivery, SQSMessage
 
 if TYPE_CHECKING:
     from faststream.message import StreamMessage
 
 
-async def parse_message(raw: RawMessage) -> SQSMessage:
+async def parse_message(delivery: Delivery) -> SQSMessage:
+    raw = delivery.raw
     headers = {
         name: value.get("StringValue", "")
         for name, value in raw.message_attributes.items()
@@ -26,6 +26,7 @@ async def parse_message(raw: RawMessage) -> SQSMessage:
         message_id=raw.message_id,
         correlation_id=headers.get("correlation_id") or raw.message_id,
         content_type=headers.get("content-type"),
+        decide=delivery.decide,
     )
 
 

@@ -1,14 +1,14 @@
 """The SQS subscriber: long-polling loops that feed FastStream's handler pipeline.
 
-Each loop receives a batch, runs every message through `consume` (FastStream's
-middlewares, decoder and the user's handler), then hands the batch to the
-`Settler`, which applies each message's ack, nack or reject to SQS.
+Each loop receives a batch, holds it in the `Settler`'s ledger, runs every message
+through `consume` (FastStream's middlewares, decoder and the user's handler, whose
+ack, nack or reject lands in the message's ledger slot), then has the `Settler`
+apply the batch's decisions to SQS.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
 import random
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -28,6 +28,8 @@ from .config import (
     SQSSubscriberConfig,
     SQSSubscriberSpecificationConfig,
 )
+from .message import Delivery
+from .outage import Outage
 from .parser import decode_body, parse_message
 from .settle import Settler
 
@@ -35,8 +37,6 @@ if TYPE_CHECKING:
     from faststream._internal.endpoint.publisher import PublisherProto
     from faststream._internal.endpoint.subscriber.call_item import CallsCollection
     from faststream.message import StreamMessage
-
-log = logging.getLogger("worker.sqs")
 
 POLL_BACKOFF_CAP_SECONDS: Final = 30.0
 # A stopping poller may be inside a long poll; its reply is handed back, so wait for it.
@@ -74,14 +74,14 @@ class SQSSubscriberSpecification(
         }
 
 
-class SQSSubscriber(SubscriberUsecase[RawMessage]):
+class SQSSubscriber(SubscriberUsecase[Delivery]):
     _outer_config: SQSBrokerConfig
 
     def __init__(
         self,
         config: SQSSubscriberConfig,
         specification: SQSSubscriberSpecification,
-        calls: CallsCollection[RawMessage],
+        calls: CallsCollection[Delivery],
     ) -> None:
         config.parser = parse_message
         config.decoder = decode_body
@@ -98,7 +98,11 @@ class SQSSubscriber(SubscriberUsecase[RawMessage]):
         self._settling: asyncio.Task[None] | None = None
         self._sampling: asyncio.Task[None] | None = None
         self.dead_letter_url: str | None = None
-        self._receive_failures = 0
+        self._receives = Outage(
+            self._outer_config.log,
+            f"cannot receive from {self.queue} (%(detail)s); backing off",
+            f"receiving from {self.queue} again after %(failures)d failures",
+        )
         self._stopping = False
 
     # Lifecycle
@@ -166,6 +170,7 @@ class SQSSubscriber(SubscriberUsecase[RawMessage]):
             checkpoint=self._outer_config.checkpoint,
             observer=self._outer_config.observer,
             options=self._outer_config.settle,
+            log=self._outer_config.log,
         )
 
     # The loop: poll -> consume -> settle
@@ -191,8 +196,8 @@ class SQSSubscriber(SubscriberUsecase[RawMessage]):
             observer.received(self.queue, len(batch))
             for raw in batch:
                 started = time.perf_counter()
-                with settler.handling(raw):
-                    await self.consume(raw)
+                with settler.handling(raw) as slot:
+                    await self.consume(Delivery(raw, slot.decide))
                 observer.processed(self.queue, time.perf_counter() - started)
             await settler.settle(batch)
             del batch  # the bodies: a held message keeps only its receipt
@@ -209,7 +214,7 @@ class SQSSubscriber(SubscriberUsecase[RawMessage]):
                 try:
                     observer.queue_depth(kind, await client.depths(url))
                 except Exception as error:  # the poll loop reports outages; just skip a sample
-                    log.debug("cannot read the depth of %s: %s", url, error)
+                    self._outer_config.log.debug("cannot read the depth of %s: %s", url, error)
             await asyncio.sleep(self._outer_config.settle.idle_checkpoint_interval)
 
     async def _receive(self, visibility: int) -> list[RawMessage] | None:
@@ -221,18 +226,10 @@ class SQSSubscriber(SubscriberUsecase[RawMessage]):
                 visibility_timeout=visibility,
             )
         except Exception as error:
-            self._receive_failures += 1
-            if self._receive_failures == 1:
-                log.warning("cannot receive from %s (%s); backing off", self.queue, error)
-            await asyncio.sleep(poll_backoff(self._receive_failures))
+            self._receives.failed(str(error))
+            await asyncio.sleep(poll_backoff(self._receives.failures))
             return None
-        if self._receive_failures:
-            log.info(
-                "receiving from %s again after %d failures",
-                self.queue,
-                self._receive_failures,
-            )
-            self._receive_failures = 0
+        self._receives.succeeded()
         self.last_poll_at = time.monotonic()
         return batch
 
@@ -241,11 +238,11 @@ class SQSSubscriber(SubscriberUsecase[RawMessage]):
     def _make_response_publisher(self, message: StreamMessage[Any]) -> Sequence[PublisherProto]:
         return ()  # consume-only: replies are not supported
 
-    async def get_one(self, *, timeout: float = 5) -> StreamMessage[RawMessage] | None:
+    async def get_one(self, *, timeout: float = 5) -> StreamMessage[Any] | None:
         raise FeatureNotSupportedException("SQSSubscriber consumes through its handler only")
 
-    def __aiter__(self) -> AsyncIterator[StreamMessage[RawMessage]]:
+    def __aiter__(self) -> AsyncIterator[StreamMessage[Any]]:
         raise FeatureNotSupportedException("SQSSubscriber consumes through its handler only")
 
-    def get_log_context(self, message: StreamMessage[RawMessage] | None) -> dict[str, str]:
+    def get_log_context(self, message: StreamMessage[Any] | None) -> dict[str, str]:
         return {"queue": self.queue, "message_id": getattr(message, "message_id", "")}

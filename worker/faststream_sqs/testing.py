@@ -1,8 +1,8 @@
 """`TestSQSBroker`: run handlers in memory, without SQS.
 
 async with TestSQSBroker(broker) as br:
-    raw = await br.publish({"type": "purchase", ...}, "orders")
-    assert raw.outcome == "ack"
+    decision = await br.publish({"type": "purchase", ...}, "orders")
+    assert decision == ACK
 """
 
 from __future__ import annotations
@@ -19,6 +19,8 @@ from faststream.response import PublishCommand
 
 from .broker import SQSBroker, SQSProducer
 from .client import RawMessage
+from .ledger import Decision
+from .message import Delivery
 from .subscriber import SQSSubscriber
 
 
@@ -40,7 +42,7 @@ class TestSQSBroker(TestBroker[SQSBroker], broker=SQSBroker):
 class FakeProducer(SQSProducer):
     """Delivers a published message straight to the subscribers of its queue.
 
-    Returns the `RawMessage`, whose `outcome` (and reject reason) the test can read.
+    Returns the handler's `Decision` (None if it made none).
     """
 
     def __init__(self, brokers: tuple[SQSBroker, ...]) -> None:
@@ -53,7 +55,7 @@ class FakeProducer(SQSProducer):
                 if subscriber.queue == queue:
                     yield subscriber
 
-    async def publish(self, cmd: PublishCommand) -> RawMessage:  # type: ignore[override]
+    async def publish(self, cmd: PublishCommand) -> Decision | None:  # type: ignore[override]
         body, _ = await self.codec.encode(cmd.body)
         raw = RawMessage(
             queue_url=cmd.destination,
@@ -65,10 +67,11 @@ class FakeProducer(SQSProducer):
                 k: {"DataType": "String", "StringValue": str(v)} for k, v in cmd.headers.items()
             },
         )
+        decisions: list[Decision] = []
         delivered = False
         for subscriber in self._subscribers(cmd.destination):
             delivered = True
-            await subscriber.process_message(raw)
+            await subscriber.process_message(Delivery(raw, decisions.append))
         if not delivered:
             raise SubscriberNotFound(f"no subscriber for queue {cmd.destination!r}")
-        return raw
+        return decisions[0] if decisions else None

@@ -1,0 +1,25 @@
+"""SQS's limits and this adapter's defaults: each written once, here."""
+
+from __future__ import annotations
+
+from typing import Final
+
+# Entries per batch call (receive, send, delete, change visibility).
+MAX_BATCH_ENTRIES: Final = 10
+# Bytes of all bodies and attributes in one send: 1 MiB on AWS since 2025, 256 KiB on
+# older APIs and emulators, so that is the bound.
+MAX_BATCH_BYTES: Final = 262_144
+MAX_WAIT_SECONDS: Final = 20  # the longest long poll
+MAX_VISIBILITY_TIMEOUT: Final = 43_200  # 12 hours
+
+DEFAULT_VISIBILITY_TIMEOUT: Final = 30  # SQS's own default for a queue
+DEFAULT_WAIT_SECONDS: Final = MAX_WAIT_SECONDS  # fewest empty receives
+DEFAULT_CONCURRENCY: Final = 4  # long-polling loops per subscriber
+# botocore's HTTP read timeout (its own default is 60).
+DEFAULT_READ_TIMEOUT: Final = 30
+
+
+def long_poll_fits(wait_seconds: float, read_timeout: float) -> bool:
+    """A long poll must end before botocore's read timeout, or it is torn down mid-wait
+    (and its messages stay invisible until their timeout)."""
+    return wait_seconds < read_timeout
