@@ -1,21 +1,13 @@
 from __future__ import annotations
 
 import os
-import socket
-import subprocess
-import sys
-import urllib.error
-import urllib.request
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import Iterator
 
 import pytest
 
 from tests.emulators import EmulatorUnavailable, sqs_emulator
 from tests.otlp import GrpcOTLPReceiver, OTLPReceiver
-
-ROOT = Path(__file__).resolve().parent.parent
+from tests.support import Env, spawned
 
 
 def _emulator(name: str) -> Iterator[str]:
@@ -73,33 +65,6 @@ def grpc_otlp() -> Iterator[GrpcOTLPReceiver]:
     receiver.stop()
 
 
-def http_status(port: int, path: str) -> int:
-    """The status a local HTTP server answers for `path`; 0 when nothing answers."""
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2) as reply:
-            return int(reply.status)
-    except urllib.error.HTTPError as error:
-        return error.code
-    except OSError:
-        return 0
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@dataclass
-class Env:
-    """Environment for a worker subprocess pointed at the test's SQS and receiver."""
-
-    values: dict[str, str]
-
-    def with_(self, **changes: str) -> dict[str, str]:
-        return {**self.values, **changes}
-
-
 @pytest.fixture
 def worker_env(sqs_endpoint: str, otlp: OTLPReceiver, request: pytest.FixtureRequest) -> Env:
     queue = "q-" + request.node.name.replace("[", "-").replace("]", "")[:60]
@@ -121,49 +86,12 @@ def worker_env(sqs_endpoint: str, otlp: OTLPReceiver, request: pytest.FixtureReq
     )
 
 
-_spawned: list[subprocess.Popen[str]] = []
-
-
 @pytest.fixture(autouse=True)
 def _no_stray_workers() -> Iterator[None]:
     """A test that fails half-way must not leave its workers running."""
     yield
-    while _spawned:
-        process = _spawned.pop()
+    while spawned:
+        process = spawned.pop()
         if process.poll() is None:
             process.kill()
             process.communicate()
-
-
-def nps_worker(
-    *args: str,
-    env: dict[str, str],
-    module: str = "worker",
-    preexec_fn: Callable[[], None] | None = None,
-) -> subprocess.Popen[str]:
-    """`nps-worker ARGS` (or `python -m MODULE ARGS`) in the background."""
-    process = subprocess.Popen(
-        [sys.executable, "-m", module, *args],
-        env=env,
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        preexec_fn=preexec_fn,
-    )
-    _spawned.append(process)
-    return process
-
-
-def run_cli(
-    *args: str, env: dict[str, str], timeout: float = 120
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "worker", *args],
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )

@@ -20,9 +20,9 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import nps_worker, run_cli
 from tests.otlp import OTLPReceiver
 from tests.sqs import depth, drain
+from tests.support import nps_worker, run_cli
 from worker.kata import KataMessage, scenarios
 
 REASON = "nps-reject-reason"

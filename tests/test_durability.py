@@ -7,10 +7,10 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import Env, nps_worker
 from tests.fleet import provision, stop, wait_until
 from tests.otlp import GrpcOTLPReceiver, OTLPReceiver
 from tests.sqs import depth, send_bodies, sqs_client
+from tests.support import Env, nps_worker
 from worker.otlp_durability import why_not_stored
 
 pytestmark = pytest.mark.integration

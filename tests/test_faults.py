@@ -28,7 +28,6 @@ from urllib.parse import urlparse
 import pytest
 from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
 
-from tests.conftest import Env, free_port, http_status, nps_worker
 from tests.fleet import (
     Rig,
     audit,
@@ -44,6 +43,7 @@ from tests.fleet import (
 from tests.otlp import OTLPReceiver
 from tests.proxy import FaultyProxy
 from tests.sqs import depth, send_bodies, sqs_client
+from tests.support import Env, free_port, http_status, nps_worker
 from worker.events import Event
 from worker.faststream_sqs import SettleOptions, SQSBroker, SQSConnection
 from worker.kata import KataMessage

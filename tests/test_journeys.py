@@ -20,9 +20,8 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.conftest import ROOT
-from tests.test_kubernetes import DOCUMENTED, K8S, containers, objects, pod_specs
-from tests.test_observability import services
+from tests.manifests import DOCUMENTED, K8S, containers, objects, pod_specs, services
+from tests.support import ROOT
 from worker.cli import build_parser
 
 NAMESPACE = "nps"
@@ -285,7 +284,7 @@ def kind_cluster() -> dict[str, Any]:
 
 
 def test_the_kind_node_image_is_pinned_by_digest_to_the_validated_kubernetes() -> None:
-    from tests.test_kubernetes import KUBERNETES_VERSION
+    from tests.manifests import KUBERNETES_VERSION
 
     images = {node["image"] for node in kind_cluster()["nodes"]}
     [image] = images

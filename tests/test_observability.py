@@ -23,32 +23,15 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.conftest import ROOT, free_port, run_cli
+from tests.manifests import readme_variables, services
 from tests.promtool import prometheus_server, promtool
+from tests.support import ROOT, free_port, run_cli
 from worker.settings import Settings
 
 OBSERVABILITY = ROOT / "observability"
 COLLECTOR_CONFIG = OBSERVABILITY / "otel-collector" / "config.yaml"
 PROMETHEUS = OBSERVABILITY / "prometheus"
 DASHBOARD = OBSERVABILITY / "grafana" / "dashboards" / "nps-events.json"
-
-
-def compose() -> dict[str, Any]:
-    loaded: dict[str, Any] = yaml.safe_load((ROOT / "compose.yaml").read_text())
-    return loaded
-
-
-def services() -> dict[str, dict[str, Any]]:
-    found: dict[str, dict[str, Any]] = compose()["services"]
-    return found
-
-
-def readme_variables() -> set[str]:
-    """Every variable named in the README's configuration table: the contract's list."""
-    readme = (ROOT / "README.md").read_text()
-    table = readme.split("## Configuration", 1)[1].split("\n#", 1)[0]
-    rows = [line for line in table.splitlines() if line.startswith("| `")]
-    return {name for row in rows for name in re.findall(r"`([A-Z][A-Z0-9_]+)`", row)}
 
 
 def seconds(duration: str) -> int:
@@ -191,7 +174,7 @@ def test_collector_exports_to_prometheus_where_compose_runs_it() -> None:
 def test_prometheus_turns_each_counter_start_into_a_zero_sample() -> None:
     """Without it a new series' first sample is already its first burst, which rate() and
     increase() never see: a new process's first export would be lost to every panel."""
-    from tests.test_kubernetes import one
+    from tests.manifests import one
 
     flag = "--enable-feature=created-timestamp-zero-ingestion"
     assert flag in services()["prometheus"]["command"]

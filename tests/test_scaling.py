@@ -19,7 +19,6 @@ from urllib.parse import urlparse
 
 import pytest
 
-from tests.conftest import Env, nps_worker
 from tests.fleet import (
     Rig,
     audit,
@@ -33,6 +32,7 @@ from tests.fleet import (
 from tests.otlp import OTLPReceiver
 from tests.proxy import FaultyProxy
 from tests.sqs import depth, send_bodies, sqs_client
+from tests.support import Env, nps_worker
 from worker.kata import KataMessage
 
 pytestmark = pytest.mark.integration
