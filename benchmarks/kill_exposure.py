@@ -35,7 +35,7 @@ from tests.emulators import fauxqs_sqs
 from tests.fleet import kata, valid_only
 from tests.otlp import OTLPReceiver
 from tests.sqs import depth, send_bodies, sqs_client
-from worker.kata import KataMessage
+from worker.dev.kata import KataMessage
 
 ROOT = Path(__file__).resolve().parent.parent
 QUEUE = "exposure"

@@ -14,7 +14,7 @@ from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from worker.local_sqs import local_sqs
+from worker.dev.local_sqs import local_sqs
 
 COUNTED = (
     "receive_message",

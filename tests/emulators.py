@@ -1,6 +1,6 @@
 """The two SQS emulators the tests (and benchmarks) run against, each on 127.0.0.1.
 
-- moto: the project's own patched server (`worker.local_sqs`), in this process.
+- moto: the project's own patched server (`worker.dev.local_sqs`), in this process.
   Slow (about 100 messages/s) and its per-call cost grows with queue depth.
 - fauxqs: an emulator from the npm registry that speaks SQS's JSON protocol, run by
   Node in a process of its own (`tests/fauxqs/serve.mjs`), thousands of messages/s.
@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Final
 
-from worker.local_sqs import local_sqs
+from worker.dev.local_sqs import local_sqs
 
 FAUXQS_DIR: Final = Path(__file__).resolve().parent / "fauxqs"
 EMULATORS: Final = ("moto", "fauxqs")

@@ -23,7 +23,7 @@ import pytest
 from tests.otlp import OTLPReceiver
 from tests.sqs import depth, drain
 from tests.support import nps_worker, run_cli
-from worker.kata import KataMessage, scenarios
+from worker.dev.kata import KataMessage, scenarios
 
 REASON = "nps-reject-reason"
 ORIGINAL_ID = "nps-original-message-id"

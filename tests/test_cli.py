@@ -121,3 +121,17 @@ def test_demo_redraws_its_table_in_place_on_a_terminal() -> None:
     assert frames >= 2, screen  # drawn during the run, not only at the end
     assert re.search(r"\x1b\[\d+F", screen), screen  # back up over the last frame
     assert sum(json.loads(line)["count"] for line in stdout.splitlines()) == 400
+
+
+def test_running_the_worker_imports_nothing_meant_for_development() -> None:
+    # `worker.dev` (moto, kata traffic, the demo) is for trying the worker, not running it.
+    dev_modules = {p.stem for p in (ROOT / "worker" / "dev").glob("*.py")}
+    assert {"local_sqs", "kata", "demo"} <= dev_modules
+    code = (
+        "import sys, worker.app, worker.cli; "
+        "print(sorted(m for m in sys.modules if m.startswith(('worker.dev', 'moto'))))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    assert result.stdout.strip() == "[]"

@@ -44,9 +44,9 @@ from tests.otlp import OTLPReceiver
 from tests.proxy import FaultyProxy
 from tests.sqs import depth, send_bodies, sqs_client
 from tests.support import Env, free_port, http_status, nps_worker
+from worker.dev.kata import KataMessage
 from worker.events import Event
 from worker.faststream_sqs import SettleOptions, SQSBroker, SQSConnection
-from worker.kata import KataMessage
 from worker.settings import Settings
 from worker.telemetry import Metrics
 

@@ -33,7 +33,7 @@ from tests.otlp import OTLPReceiver
 from tests.proxy import FaultyProxy
 from tests.sqs import depth, send_bodies, sqs_client
 from tests.support import Env, nps_worker
-from worker.kata import KataMessage
+from worker.dev.kata import KataMessage
 
 pytestmark = pytest.mark.integration
 

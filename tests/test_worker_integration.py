@@ -18,8 +18,8 @@ from tests.fleet import provision, stop, wait_until
 from tests.otlp import GrpcOTLPReceiver, OTLPReceiver
 from tests.sqs import depth, drain, send_bodies, sqs_client
 from tests.support import Env, free_port, http_status, nps_worker, run_cli
+from worker.dev.kata import KataMessage, scenarios
 from worker.events import REJECT_REASONS, Rejection, parse_event
-from worker.kata import KataMessage, scenarios
 from worker.settings import Settings
 
 pytestmark = pytest.mark.integration

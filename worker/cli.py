@@ -12,12 +12,10 @@ from collections.abc import Sequence
 
 from . import __version__, dlq, stats
 from .app import StartupError, run_worker
-from .demo import run_demo
 from .faststream_sqs import SQS_ERRORS, QueueNotFound, SQSRefused, calls_still_running
 from .health import HealthPortUnavailable
-from .local_sqs import DemoUnavailable
 from .logs import configure_logging
-from .queues import produce, provision
+from .queues import provision
 from .settings import ConfigurationError, Settings, load_settings
 from .sqs_options import make_client
 
@@ -112,7 +110,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _demo(settings: Settings, args: argparse.Namespace) -> int:
+    # Development only (moto, kata traffic): imported for this command alone.
+    from .dev.demo import run_demo
+    from .dev.local_sqs import DemoUnavailable
+
+    try:
+        return asyncio.run(
+            run_demo(
+                settings, events=args.events, duration=args.duration, out=sys.stdout, err=sys.stderr
+            )
+        )
+    except DemoUnavailable as error:
+        return _fail(str(error))
+
+
 async def _produce(settings: Settings, args: argparse.Namespace) -> None:
+    from .dev.traffic import produce
+
     client = make_client(settings)
     try:
         url = await client.queue_url(settings.queue)
@@ -169,22 +184,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             asyncio.run(run_worker(settings))
             _exit_without_waiting_for_stuck_calls()
         elif args.command == "demo":
-            return asyncio.run(
-                run_demo(
-                    settings,
-                    events=args.events,
-                    duration=args.duration,
-                    out=sys.stdout,
-                    err=sys.stderr,
-                )
-            )
+            return _demo(settings, args)
         elif args.command == "produce":
             asyncio.run(_produce(settings, args))
         elif args.command == "provision":
             asyncio.run(_provision(settings))
         elif args.command == "dlq":
             asyncio.run(_dlq(settings, args))
-    except (ConfigurationError, StartupError, DemoUnavailable, HealthPortUnavailable) as error:
+    except (ConfigurationError, StartupError, HealthPortUnavailable) as error:
         return _fail(str(error))
     except QueueNotFound as error:
         return _fail(f"queue {error.queue!r} does not exist; create it with `nps-worker provision`")

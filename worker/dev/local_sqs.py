@@ -185,7 +185,7 @@ def local_sqs_process() -> Iterator[LocalSQSProcess]:
     lock) with the worker. It serves until this block ends (it watches its stdin)."""
     _require_moto()
     process = subprocess.Popen(
-        [sys.executable, "-m", "worker.local_sqs"],
+        [sys.executable, "-m", "worker.dev.local_sqs"],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,

@@ -22,15 +22,16 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Final, TextIO
 
-from .app import create_worker
-from .faststream_sqs import SQSClient
+from ..app import create_worker
+from ..faststream_sqs import SQSClient
+from ..queues import provision
+from ..settings import Settings
+from ..sqs_options import connection, make_client
+from ..telemetry import Metrics
+from ..totals import totals_summary
 from .kata import KataMessage, scenario
 from .local_sqs import LocalSQSProcess, local_sqs_process
-from .queues import provision, send_all
-from .settings import Settings
-from .sqs_options import connection, make_client
-from .telemetry import Metrics
-from .totals import totals_summary
+from .traffic import send_all
 
 DEMO_CREDENTIALS: Final = {"aws_access_key_id": "demo", "aws_secret_access_key": "demo"}
 # Enough to keep every poller busy, few enough that moto's per-call cost stays low.
