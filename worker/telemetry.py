@@ -31,7 +31,7 @@ from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, V
 from opentelemetry.sdk.resources import SERVICE_INSTANCE_ID, SERVICE_NAME, Resource
 
 from .events import REJECT_REASONS, Event
-from .faststream_sqs import QueueDepth
+from .faststream_sqs import Outage, QueueDepth
 from .otlp_durability import ExportVerdicts, grpc_exporter, http_exporter
 from .settings import Settings
 from .totals import Totals, TypeCap
@@ -82,7 +82,11 @@ class CheckpointReader(MetricReader):
         self._verdicts = verdicts or ExportVerdicts()
         self._lock = threading.Lock()
         self._last_ok: bool | None = None
-        self._failing: str | None = None  # the kind of failure being reported, if any
+        self._outage = Outage(
+            log,
+            "checkpoint not stored (%(detail)s); holding every uncounted message and retrying",
+            "checkpoints are stored again; deleting counted messages",
+        )
 
     def _receive_metrics(
         self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any
@@ -103,17 +107,9 @@ class CheckpointReader(MetricReader):
 
     def _report(self, failure: str | None) -> None:
         if failure is None:
-            if self._failing is not None:
-                log.info("checkpoints are stored again; deleting counted messages")
-            self._failing = None
-            return
-        kind = failure.split(":", 1)[0]
-        if kind != self._failing:
-            log.warning(
-                "checkpoint not stored (%s); holding every uncounted message and retrying",
-                failure,
-            )
-        self._failing = kind
+            self._outage.succeeded()
+        else:
+            self._outage.failed(failure, kind=failure.split(":", 1)[0])
 
     def export_now(self) -> bool:
         with self._lock:  # one export at a time, and its result is ours

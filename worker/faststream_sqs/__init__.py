@@ -36,6 +36,7 @@ from .limits import (
     long_poll_fits,
 )
 from .message import SQSMessage
+from .outage import Outage
 from .settle import SettleOptions, SQSObserver, undo_if_redelivered
 from .subscriber import SQSSubscriber
 from .testing import TestSQSBroker
@@ -53,6 +54,7 @@ __all__ = (
     "SQS_ERRORS",
     "DeadLetterAttributes",
     "Decision",
+    "Outage",
     "OutgoingMessage",
     "QueueDepth",
     "QueueNotFound",
