@@ -183,7 +183,9 @@ def test_sqs_unreachable_for_a_while(
     rig: Rig = rig_for(
         kata(40, seed=13),
         SQS_WAIT_TIME_SECONDS="1",
-        SQS_VISIBILITY_TIMEOUT="60",  # longer than the outage: deletes can wait it out
+        # Longer than the outage, so deletes can wait it out; no longer than that, for a
+        # message whose hand-back failed in the outage reappears only after it.
+        SQS_VISIBILITY_TIMEOUT=str(max(15, round(2 * outage))),
         HEALTH_PORT=str(health_port),
         # The pollers share one backoff: with one, a short outage ends in a short backoff.
         WORKER_CONCURRENCY="1",

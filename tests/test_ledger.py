@@ -339,5 +339,5 @@ class LedgerMachine(RuleBasedStateMachine):
         assert self.count == len(self.counted - self.undone)
 
 
-LedgerMachine.TestCase.settings = settings(max_examples=150, stateful_step_count=40, deadline=None)
+LedgerMachine.TestCase.settings = settings(max_examples=100, stateful_step_count=30, deadline=None)
 test_every_interleaving_keeps_the_ledger_invariants = LedgerMachine.TestCase
