@@ -39,6 +39,15 @@ def _handled(ledger: Ledger, handle: str, decision: Decision | None = ACK) -> Sl
     return slot
 
 
+def _recorded(ledger: Ledger, handle: str, decision: Decision, taken_back: list[str]) -> None:
+    """A handler that recorded an effect (taking it back appends to `taken_back`), then
+    decided."""
+    slot = ledger.start_handling(handle)
+    slot.undo.append(lambda: taken_back.append(handle))
+    slot.decide(decision)
+    ledger.finish_handling(slot)
+
+
 def test_an_ack_is_deleted_only_after_a_stored_checkpoint_that_began_after_it() -> None:
     ledger = _ledger()
     ledger.hold(["a", "b"], expires_at=30)
@@ -112,10 +121,7 @@ def test_a_refused_extension_discards_and_takes_back_an_uncheckpointed_count() -
     ledger.hold(["a", "b"], expires_at=10)
     taken_back: list[str] = []
     for handle in ("a", "b"):
-        slot = ledger.start_handling(handle)
-        slot.undo.append(lambda h=handle: taken_back.append(h))  # type: ignore[misc]
-        slot.decide(ACK)
-        ledger.finish_handling(slot)
+        _recorded(ledger, handle, ACK, taken_back)
     lapsed, expiring = ledger.due_for_extension(now=5, horizon=20)
     assert (lapsed, expiring) == ([], ["a", "b"])
     ledger.extended(expiring, refused={"a"}, expires_at=40)
@@ -137,27 +143,21 @@ def test_a_lapsed_message_is_discarded_without_asking_sqs() -> None:
 def test_a_discard_during_a_checkpoint_waits_for_its_result(stored: bool) -> None:
     ledger = _ledger()
     ledger.hold(["a"], expires_at=30)
-    taken_back: list[bool] = []
-    slot = ledger.start_handling("a")
-    slot.undo.append(lambda: taken_back.append(True))
-    slot.decide(ACK)
-    ledger.finish_handling(slot)
+    taken_back: list[str] = []
+    _recorded(ledger, "a", ACK, taken_back)
     checkpoint = ledger.begin_checkpoint()
     ledger.discard(["a"])
     assert taken_back == [], "the export running now may store it"
     ledger.end_checkpoint(checkpoint, stored=stored)
-    assert taken_back == ([] if stored else [True])
+    assert taken_back == ([] if stored else ["a"])
     assert ledger.begin_deletes() == [], "a stale receipt is never deleted"
 
 
 def test_a_count_recorded_before_a_nack_waits_for_a_running_checkpoint() -> None:
     ledger = _ledger()
     ledger.hold(["a"], expires_at=30)
-    taken_back: list[bool] = []
-    slot = ledger.start_handling("a")
-    slot.undo.append(lambda: taken_back.append(True))
-    slot.decide(NACK)
-    ledger.finish_handling(slot)
+    taken_back: list[str] = []
+    _recorded(ledger, "a", NACK, taken_back)
     checkpoint = ledger.begin_checkpoint()  # its snapshot includes that count
     assert ledger.after_batch(["a"]).back_off == ["a"]
     ledger.end_checkpoint(checkpoint, stored=True)
