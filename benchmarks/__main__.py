@@ -1,45 +1,48 @@
-"""`uv run python -m benchmarks`: the worker against the raw SQS client, in one run.
+"""`uv run --group peers python -m benchmarks`: the worker, plain boto3 loops and peer
+frameworks on one SQS emulator, measured alike, in alternating rounds.
 
-Starts the project's moto server in a process of its own (benchmarks.sqs_server),
-keeps a bounded backlog in front of each consumer with a refilling producer, and
-prints one table: messages per second, client CPU per message (from each consumer
-process's own CPU clock), SQS calls per message, and the worker's cost at rest,
-memory over a soak and shutdown times. docs/benchmarks.md explains the figures.
+Every consumer runs in a process of its own against a fresh queue that the emulator's
+producer keeps at `--backlog` messages. After `--warmup` deletions, the benchmark reads
+the server's counters and the consumer's CPU clock (/proc/PID/stat) at both ends of a
+`--seconds` window. Rounds run the consumers forward, then backward, so that each ratio
+is taken between runs of the same round (paired) and reported as a median over rounds.
+Then the worker's cost at rest, its memory over a soak and its shutdown times.
+docs/benchmarks.md explains the figures.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import signal
+import statistics
 import subprocess
 import sys
 import threading
 import time
 import timeit
-import urllib.request
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from importlib.util import find_spec
 from pathlib import Path
 from typing import Any
 
-import boto3
-
-from benchmarks.sqs_server import COUNTED
+from benchmarks.emulators import EMULATORS, ROOT, BenchSQS, bench_sqs, make_queue, sqs_client
 from worker.events import Event, parse_event
 from worker.settings import Settings
 from worker.telemetry import Metrics
 
-ROOT = Path(__file__).resolve().parent.parent
 BODY = '{{"type": "{kind}", "value": {value}, "occurred_at": "2026-11-22 10:00:00"}}'
 KINDS = ("pageview", "added-to-basket", "purchase")
-# Every counted call but the producer's SendMessageBatch.
-CONSUMER_CALLS = tuple(call for call in COUNTED if call != "send_message_batch")
+BODIES = tuple(BODY.format(kind=KINDS[i % 3], value=i % 50) for i in range(150))
 TICK = os.sysconf("SC_CLK_TCK")
+# The peers' modules in benchmarks/peers, and the PyPI module each needs.
+PEERS = {"asyncfast": "asyncfast", "sqs-workers": "sqs_workers"}
+CONSUMERS = ("prototype", "raw", "worker", *PEERS)
+NOT_CALLS = ("send_message_batch", "create_queue", "get_queue_url")
 
 
 @dataclass
@@ -48,9 +51,9 @@ class Result:
     messages: int
     seconds: float
     cpu_seconds: float
-    calls: dict[str, int] = field(default_factory=dict)
-    # The fewest messages waiting while it ran: above 0, the consumer set the pace.
-    lowest_backlog: int | None = None
+    calls: Counter[str]
+    lowest_backlog: int | None
+    rss_mb: float
 
     @property
     def rate(self) -> float:
@@ -58,119 +61,12 @@ class Result:
 
     @property
     def cpu_us(self) -> float:
-        return self.cpu_seconds / self.messages * 1e6
+        return self.cpu_seconds / max(self.messages, 1) * 1e6
 
     @property
     def calls_per_message(self) -> float:
-        return sum(self.calls.get(a, 0) for a in CONSUMER_CALLS) / self.messages
-
-
-class Server:
-    """benchmarks.sqs_server in its own process."""
-
-    def __init__(self) -> None:
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "benchmarks.sqs_server"],
-            cwd=ROOT,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            text=True,
-        )
-        assert self.process.stdout is not None
-        hello = json.loads(self.process.stdout.readline())
-        self.endpoint: str = hello["endpoint"]
-        self._stats: str = hello["stats"]
-        self.sqs = self.new_client()
-
-    def new_client(self) -> Any:
-        return boto3.client(
-            "sqs",
-            endpoint_url=self.endpoint,
-            region_name="us-east-1",
-            aws_access_key_id="bench",
-            aws_secret_access_key="bench",
-        )
-
-    def stats(self) -> tuple[Counter[str], int]:
-        with urllib.request.urlopen(self._stats, timeout=10) as reply:
-            answer = json.load(reply)
-        return Counter(answer["calls"]), int(answer["deleted"])
-
-    def queue(self, name: str) -> str:
-        dlq = self.sqs.create_queue(QueueName=f"{name}-dlq")["QueueUrl"]
-        arn = self.sqs.get_queue_attributes(QueueUrl=dlq, AttributeNames=["QueueArn"])
-        policy = {"deadLetterTargetArn": arn["Attributes"]["QueueArn"], "maxReceiveCount": "5"}
-        return str(
-            self.sqs.create_queue(QueueName=name, Attributes={"RedrivePolicy": json.dumps(policy)})[
-                "QueueUrl"
-            ]
-        )
-
-    def close(self) -> None:
-        assert self.process.stdin is not None
-        self.process.stdin.close()
-        self.process.wait(10)
-
-
-class Producer:
-    """Keeps about `backlog` messages waiting, from several sender threads, so that the
-    consumer, not the producer, sets the pace; remembers the lowest backlog it saw."""
-
-    SENDERS = 4
-
-    def __init__(self, server: Server, queue_url: str, backlog: int) -> None:
-        self._server, self._queue_url, self._backlog = server, queue_url, backlog
-        self._stop = threading.Event()
-        self._lock = threading.Lock()
-        self._sent = 0
-        self._deleted = 0
-        self.lowest: int | None = None
-        self._threads = [
-            threading.Thread(target=self._send, daemon=True) for _ in range(self.SENDERS)
-        ]
-        self._watcher = threading.Thread(target=self._watch, daemon=True)
-
-    def __enter__(self) -> Producer:
-        _, self._deleted_before = self._server.stats()
-        for thread in [*self._threads, self._watcher]:
-            thread.start()
-        wait_for(lambda: self._sent >= self._backlog, 60, "the backlog")
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        for thread in [*self._threads, self._watcher]:
-            thread.join(10)
-
-    def _watch(self) -> None:
-        while not self._stop.wait(0.02):
-            _, deleted = self._server.stats()
-            with self._lock:
-                self._deleted = deleted - self._deleted_before
-                if self._sent >= self._backlog:
-                    waiting = self._sent - self._deleted
-                    self.lowest = waiting if self.lowest is None else min(self.lowest, waiting)
-
-    def _send(self) -> None:
-        sqs = self._server.new_client()
-        while not self._stop.is_set():
-            with self._lock:
-                room = self._backlog - (self._sent - self._deleted)
-                if room >= 10:
-                    first = self._sent
-                    self._sent += 10
-            if room < 10:
-                time.sleep(0.005)
-                continue
-            entries = [
-                {
-                    "Id": str(i),
-                    "MessageBody": BODY.format(kind=KINDS[(first + i) % 3], value=(first + i) % 50),
-                }
-                for i in range(10)
-            ]
-            sqs.send_message_batch(QueueUrl=self._queue_url, Entries=entries)
+        counted = sum(n for call, n in self.calls.items() if call not in NOT_CALLS)
+        return counted / max(self.messages, 1)
 
 
 class Sink(ThreadingHTTPServer):
@@ -218,43 +114,14 @@ def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
 # The consumers
 
 
-def run_client(mode: str, server: Server, args: argparse.Namespace) -> Result:
-    queue_url = server.queue(f"bench-{mode}")
-    with Producer(server, queue_url, args.backlog) as producer:
-        calls_before, _ = server.stats()
-        output = subprocess.run(
-            [
-                *(sys.executable, "-m", "benchmarks.clients", mode),
-                *("--endpoint", server.endpoint, "--queue-url", queue_url),
-                *("--messages", str(args.messages), "--warmup", str(args.warmup)),
-                *("--concurrency", str(args.concurrency)),
-            ],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout
-        calls_after, _ = server.stats()
-    measured = json.loads(output)
-    done = measured["messages"] + args.warmup
-    calls = {
-        k: round((calls_after[k] - calls_before[k]) * measured["messages"] / done)
-        for k in CONSUMER_CALLS
-    }
-    return Result(
-        mode,
-        measured["messages"],
-        measured["seconds"],
-        measured["cpu_seconds"],
-        calls,
-        producer.lowest,
-    )
+def _clean_env() -> dict[str, str]:
+    prefixes = ("OTEL_", "SQS_", "AWS_", "WORKER_", "BENCH_")
+    return {k: v for k, v in os.environ.items() if not k.startswith(prefixes)}
 
 
-def worker_env(server: Server, sink: Sink, queue: str, **changes: str) -> dict[str, str]:
-    base = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "SQS_", "AWS_"))}
-    return base | {
-        "AWS_ENDPOINT_URL_SQS": server.endpoint,
+def worker_env(sqs: BenchSQS, sink: Sink, queue: str, concurrency: int) -> dict[str, str]:
+    return _clean_env() | {
+        "AWS_ENDPOINT_URL_SQS": sqs.endpoint,
         "AWS_REGION": "us-east-1",
         "AWS_ACCESS_KEY_ID": "bench",
         "AWS_SECRET_ACCESS_KEY": "bench",
@@ -262,93 +129,120 @@ def worker_env(server: Server, sink: Sink, queue: str, **changes: str) -> dict[s
         "HEALTH_PORT": "0",
         "OTEL_EXPORTER_OTLP_ENDPOINT": sink.endpoint,
         "OTEL_METRIC_EXPORT_INTERVAL": "5000",
-        "WORKER_CONCURRENCY": str(changes.pop("concurrency", "4")),
-        **changes,
+        "WORKER_CONCURRENCY": str(concurrency),
     }
 
 
+def command(
+    name: str, sqs: BenchSQS, sink: Sink, queue: str, url: str, concurrency: int
+) -> tuple[list[str], dict[str, str]]:
+    """How to start consumer `name` on `queue`: argv and environment."""
+    python = sys.executable
+    if name == "worker":
+        return [python, "-m", "worker", "run"], worker_env(sqs, sink, queue, concurrency)
+    if name in ("prototype", "raw"):
+        argv = [python, "-m", "benchmarks.clients", name, "--endpoint", sqs.endpoint]
+        return [*argv, "--queue-url", url, "--concurrency", str(concurrency)], _clean_env()
+    module = f"benchmarks.peers.{PEERS[name]}_app"
+    env = _clean_env() | {"BENCH_ENDPOINT": sqs.endpoint, "BENCH_QUEUE": queue}
+    return [python, "-m", module], env
+
+
 @contextmanager
-def worker_process(env: dict[str, str]) -> Iterator[subprocess.Popen[bytes]]:
+def running(argv: list[str], env: dict[str, str]) -> Iterator[subprocess.Popen[bytes]]:
     process = subprocess.Popen(
-        [sys.executable, "-m", "worker", "run"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        argv, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     try:
         yield process
     finally:
         if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            process.wait(120)
+            stop(process)
 
 
-def sigterm_seconds(process: subprocess.Popen[bytes]) -> float:
+def stop(process: subprocess.Popen[bytes]) -> float:
+    """SIGTERM, then SIGKILL after 60 s; the seconds until it exited."""
     started = time.perf_counter()
     process.send_signal(signal.SIGTERM)
-    process.wait(120)
+    try:
+        process.wait(60)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
     return time.perf_counter() - started
 
 
-def run_worker(server: Server, sink: Sink, args: argparse.Namespace) -> tuple[Result, float]:
-    """The worker end to end; also how long SIGTERM takes while it is busy."""
-    queue = "bench-worker"
-    queue_url = server.queue(queue)
-    env = worker_env(server, sink, queue, concurrency=str(args.concurrency))
-    with Producer(server, queue_url, args.backlog) as producer, worker_process(env) as process:
-        _, base = server.stats()
-        wait_for(lambda: server.stats()[1] - base >= args.warmup, 120, "the warm-up")
-        calls_0, deleted_0 = server.stats()
-        wall_0, cpu_0 = time.perf_counter(), cpu_seconds(process.pid)
-        wait_for(
-            lambda: server.stats()[1] - deleted_0 >= args.messages, 600, "the measured messages"
+class Bench:
+    def __init__(self, sqs: BenchSQS, sink: Sink, args: argparse.Namespace) -> None:
+        self.sqs, self.sink, self.args = sqs, sink, args
+        self._client = sqs_client(sqs.endpoint)
+        self._queues = 0
+        self.busy_stops: list[float] = []
+
+    def queue(self, name: str) -> tuple[str, str]:
+        self._queues += 1
+        queue = f"bench-{name}-{self._queues}"
+        return queue, make_queue(self._client, queue)
+
+    def measure(self, name: str) -> Result:
+        sqs, args = self.sqs, self.args
+        queue, url = self.queue(name)
+        argv, env = command(name, sqs, self.sink, queue, url, args.concurrency)
+        with sqs.keep(url, args.backlog, BODIES) as backlog, running(argv, env) as process:
+            _, base = sqs.stats()
+            wait_for(lambda: sqs.stats()[1] - base >= args.warmup, 300, f"{name}'s warm-up")
+            calls_0, deleted_0 = sqs.stats()
+            wall_0, cpu_0 = time.perf_counter(), cpu_seconds(process.pid)
+            time.sleep(args.seconds)
+            calls_1, deleted_1 = sqs.stats()
+            wall_1, cpu_1 = time.perf_counter(), cpu_seconds(process.pid)
+            rss = rss_mb(process.pid)
+            lowest = backlog.lowest
+            if name == "worker":
+                self.busy_stops.append(stop(process))
+        return Result(
+            name,
+            deleted_1 - deleted_0,
+            wall_1 - wall_0,
+            cpu_1 - cpu_0,
+            calls_1 - calls_0,
+            lowest,
+            rss,
         )
-        calls_1, deleted_1 = server.stats()
-        wall_1, cpu_1 = time.perf_counter(), cpu_seconds(process.pid)
-        busy_stop = sigterm_seconds(process)
-    calls = {k: calls_1[k] - calls_0[k] for k in CONSUMER_CALLS}
-    result = Result(
-        "worker", deleted_1 - deleted_0, wall_1 - wall_0, cpu_1 - cpu_0, calls, producer.lowest
-    )
-    return result, busy_stop
 
+    def idle_cost(self) -> tuple[float, float]:
+        """Receive calls per minute per poller on an empty queue; SIGTERM-to-exit idle."""
+        args = self.args
+        queue, url = self.queue("idle")
+        argv, env = command("worker", self.sqs, self.sink, queue, url, args.concurrency)
+        with running(argv, env) as process:
+            time.sleep(3)  # start-up
+            before, _ = self.sqs.stats()
+            time.sleep(args.idle_seconds)
+            after, _ = self.sqs.stats()
+            idle_stop = stop(process)
+        receives = after["receive_message"] - before["receive_message"]
+        return receives / args.idle_seconds * 60 / args.concurrency, idle_stop
 
-def idle_cost(server: Server, sink: Sink, args: argparse.Namespace) -> tuple[float, float]:
-    """Receive calls per minute per poller on an empty queue; SIGTERM-to-exit when idle."""
-    queue = "bench-idle"
-    server.queue(queue)
-    env = worker_env(server, sink, queue, concurrency=str(args.concurrency))
-    with worker_process(env) as process:
-        time.sleep(3)  # start-up
-        before, _ = server.stats()
-        time.sleep(args.idle_seconds)
-        after, _ = server.stats()
-        idle_stop = sigterm_seconds(process)
-    receives = after["receive_message"] - before["receive_message"]
-    per_minute = receives / args.idle_seconds * 60 / args.concurrency
-    return per_minute, idle_stop
-
-
-def soak(server: Server, sink: Sink, args: argparse.Namespace) -> tuple[float, float, float]:
-    """RSS while the worker handles `--soak` messages: peak, at the end, growth in 2nd half."""
-    queue = "bench-soak"
-    queue_url = server.queue(queue)
-    env = worker_env(server, sink, queue, concurrency=str(args.concurrency))
-    samples: list[tuple[int, float]] = []
-    with Producer(server, queue_url, args.backlog), worker_process(env) as process:
-        _, base = server.stats()
-        while (done := server.stats()[1] - base) < args.soak:
-            samples.append((done, rss_mb(process.pid)))
-            time.sleep(1)
-    half = [rss for done, rss in samples if done >= args.soak / 2]
-    return max(rss for _, rss in samples), samples[-1][1], samples[-1][1] - half[0]
+    def soak(self) -> tuple[float, float, float]:
+        """RSS while the worker handles `--soak` messages: peak, end, growth in 2nd half."""
+        args = self.args
+        queue, url = self.queue("soak")
+        argv, env = command("worker", self.sqs, self.sink, queue, url, args.concurrency)
+        samples: list[tuple[int, float]] = []
+        with self.sqs.keep(url, args.backlog, BODIES), running(argv, env) as process:
+            _, base = self.sqs.stats()
+            while (done := self.sqs.stats()[1] - base) < args.soak:
+                samples.append((done, rss_mb(process.pid)))
+                time.sleep(1)
+        half = [rss for done, rss in samples if done >= args.soak / 2]
+        return max(rss for _, rss in samples), samples[-1][1], samples[-1][1] - half[0]
 
 
 def pipeline() -> tuple[float, int]:
     """Decode, validate and record one message, in process: µs per event, events/s."""
     metrics = Metrics(Settings(otel_metrics_exporter="none"))
-    bodies = [BODY.format(kind=KINDS[i % 3], value=i % 50).encode() for i in range(1000)]
+    bodies = [body.encode() for body in BODIES] * 7
 
     def one_round() -> None:
         for body in bodies:
@@ -365,18 +259,32 @@ def pipeline() -> tuple[float, int]:
 # The report
 
 
-def table(results: list[Result]) -> str:
+def median_range(values: Sequence[float], digits: int = 2) -> str:
+    if len(values) == 1:
+        return f"{values[0]:,.{digits}f}"
+    low, high = min(values), max(values)
+    return f"{statistics.median(values):,.{digits}f} ({low:,.{digits}f}–{high:,.{digits}f})"
+
+
+def consumer_table(results: dict[str, list[Result]]) -> str:
     lines = [
-        "| consumer | msg/s | CPU µs/msg | SQS calls/msg | calls | lowest backlog |",
-        "|---|---:|---:|---:|---|---:|",
+        "| consumer | msg/s | CPU µs/msg | SQS calls/msg | RSS MB | lowest backlog |",
+        "|---|---:|---:|---:|---:|---:|",
     ]
-    for r in results:
-        calls = ", ".join(f"{k} {v}" for k, v in sorted(r.calls.items()) if v)
+    for name, runs in results.items():
+        lowest = [r.lowest_backlog for r in runs if r.lowest_backlog is not None]
         lines.append(
-            f"| {r.name} | {r.rate:,.0f} | {r.cpu_us:,.0f} | {r.calls_per_message:.3f} "
-            f"| {calls} | {r.lowest_backlog} |"
+            f"| {name} | {median_range([r.rate for r in runs], 0)} "
+            f"| {median_range([r.cpu_us for r in runs], 0)} "
+            f"| {statistics.median(r.calls_per_message for r in runs):.3f} "
+            f"| {statistics.median(r.rss_mb for r in runs):.0f} "
+            f"| {min(lowest) if lowest else '-'} |"
         )
     return "\n".join(lines)
+
+
+def paired(results: dict[str, list[Result]], ratio: Callable[[int], float]) -> list[float]:
+    return [ratio(i) for i in range(len(results["worker"]))]
 
 
 def verdict(ok: bool) -> str:
@@ -385,52 +293,78 @@ def verdict(ok: bool) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks")
-    parser.add_argument("--messages", type=int, default=5000, help="measured, per consumer")
-    parser.add_argument("--warmup", type=int, default=500)
-    parser.add_argument("--backlog", type=int, default=500, help="queue depth kept in front")
+    parser.add_argument("--sqs", choices=EMULATORS, default="fauxqs")
+    parser.add_argument("--consumers", nargs="+", choices=CONSUMERS, help="default: all")
+    parser.add_argument("--rounds", type=int, default=5, help="paired rounds")
+    parser.add_argument("--seconds", type=float, default=10.0, help="measured window")
+    parser.add_argument("--warmup", type=int, default=1000, help="messages before it")
+    parser.add_argument("--backlog", type=int, help="kept visible: fauxqs 10,000, moto 500")
     parser.add_argument("--concurrency", type=int, default=4, help="pollers / raw threads")
     parser.add_argument("--idle-seconds", type=float, default=60.0)
     parser.add_argument("--soak", type=int, default=100_000, help="0 skips the soak")
-    parser.add_argument("--smoke", action="store_true", help="a few hundred messages: CI")
+    parser.add_argument("--smoke", action="store_true", help="a few seconds each: CI")
     args = parser.parse_args()
+    if args.backlog is None:
+        args.backlog = 10_000 if args.sqs == "fauxqs" else 500
     if args.smoke:
-        args.messages, args.warmup, args.backlog = 300, 50, 200
-        args.idle_seconds, args.soak = 5.0, 0
+        args.rounds, args.seconds, args.warmup = 1, 2.0, 100
+        args.backlog, args.idle_seconds, args.soak = min(args.backlog, 1000), 5.0, 0
+    consumers = args.consumers or [
+        c for c in CONSUMERS if c not in PEERS or find_spec(PEERS[c]) is not None
+    ]
+    missing = [c for c in consumers if c in PEERS and find_spec(PEERS[c]) is None]
+    if missing:
+        raise SystemExit(f"benchmark: {', '.join(missing)} not installed: uv sync --group peers")
+    consumers = ["worker", *(c for c in consumers if c != "worker")]
 
     us_per_event, events_per_second = pipeline()
-    server = Server()
+    results: dict[str, list[Result]] = {name: [] for name in consumers}
     sink = Sink()
     try:
-        prototype = run_client("prototype", server, args)
-        raw = run_client("raw", server, args)
-        worker, busy_stop = run_worker(server, sink, args)
-        idle_receives, idle_stop = idle_cost(server, sink, args)
-        memory = soak(server, sink, args) if args.soak else None
+        with bench_sqs(args.sqs) as sqs:
+            bench = Bench(sqs, sink, args)
+            for round_ in range(args.rounds):
+                for name in consumers if round_ % 2 == 0 else consumers[::-1]:
+                    results[name].append(bench.measure(name))
+            idle_receives, idle_stop = bench.idle_cost()
+            memory = bench.soak() if args.soak else None
+            description = sqs.description
     finally:
         sink.shutdown()
-        server.close()
 
     print(
-        f"SQS: moto {_moto_version()} on 127.0.0.1, its own process; backlog kept at "
-        f"{args.backlog} messages; {args.messages} measured per consumer after "
-        f"{args.warmup} warm-up; concurrency {args.concurrency}\n"
+        f"SQS: {description} on 127.0.0.1, its own process; backlog kept at "
+        f"{args.backlog:,}; {args.rounds} round(s), each consumer measured for "
+        f"{args.seconds:g} s after {args.warmup:,} warm-up messages; concurrency "
+        f"{args.concurrency}. Medians (range) over rounds.\n"
     )
-    print(table([prototype, raw, worker]))
-    cpu_ratio = worker.cpu_us / raw.cpu_us
-    rate_ratio = worker.rate / raw.rate
-    proto_ratio = prototype.cpu_us / worker.cpu_us
+    print(consumer_table(results))
+    worker = results["worker"]
+    print()
+    print("| paired ratio, median (range) over rounds | value | target |")
+    print("|---|---:|---|")
+    if "raw" in results:
+        raw = results["raw"]
+        cpu = paired(results, lambda i: worker[i].cpu_us / raw[i].cpu_us)
+        rate = paired(results, lambda i: worker[i].rate / raw[i].rate)
+        ok = statistics.median(cpu) <= 1.15
+        print(f"| worker / raw, CPU per message | {median_range(cpu)} | <= 1.15: {verdict(ok)} |")
+        ok = statistics.median(rate) >= 0.9
+        print(f"| worker / raw, throughput | {median_range(rate)} | >= 0.9: {verdict(ok)} |")
+    if "prototype" in results:
+        proto = results["prototype"]
+        ratio = paired(results, lambda i: proto[i].cpu_us / worker[i].cpu_us)
+        ok = statistics.median(ratio) >= 4
+        print(
+            f"| prototype / worker, CPU per message | {median_range(ratio)} | >= 4: {verdict(ok)} |"
+        )
+    for peer in (c for c in consumers if c in PEERS):
+        ratio = [p.cpu_us / w.cpu_us for p, w in zip(results[peer], worker, strict=True)]
+        ok = statistics.median(ratio) > 1
+        print(f"| {peer} / worker, CPU per message | {median_range(ratio)} | > 1: {verdict(ok)} |")
     print()
     print("| measure | value | target |")
     print("|---|---:|---|")
-    print(
-        f"| worker / raw, CPU per message | {cpu_ratio:.2f} | <= 1.15: "
-        f"{verdict(cpu_ratio <= 1.15)} |"
-    )
-    print(f"| worker / raw, throughput | {rate_ratio:.2f} | >= 0.9: {verdict(rate_ratio >= 0.9)} |")
-    print(
-        f"| prototype / worker, CPU per message | {proto_ratio:.2f} | >= 4: "
-        f"{verdict(proto_ratio >= 4)} |"
-    )
     print(
         f"| pipeline (decode, validate, record) | {us_per_event:.1f} µs/event, "
         f"{events_per_second:,} events/s | <= 25 µs: {verdict(us_per_event <= 25)} |"
@@ -439,8 +373,9 @@ def main() -> None:
         f"| idle receive calls per minute per poller | {idle_receives:.1f} | <= 3: "
         f"{verdict(idle_receives <= 3)} |"
     )
+    busy_stop = max(bench.busy_stops)
     print(
-        f"| SIGTERM to exit, idle / busy | {idle_stop:.1f} s / {busy_stop:.1f} s | "
+        f"| SIGTERM to exit, idle / busy (slowest) | {idle_stop:.1f} s / {busy_stop:.1f} s | "
         f"within {Settings().shutdown_budget_seconds} s |"
     )
     if memory:
@@ -450,12 +385,6 @@ def main() -> None:
             f"{peak:.0f} / {end:.0f} / {growth:+.1f} MB | <= 150 MB, flat: "
             f"{verdict(end <= 150 and growth <= 5)} |"
         )
-
-
-def _moto_version() -> str:
-    from importlib.metadata import version
-
-    return version("moto")
 
 
 if __name__ == "__main__":

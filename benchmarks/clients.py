@@ -1,12 +1,13 @@
 """Plain boto3 consumers to measure the worker against, each run in a process of its own.
 
-    python -m benchmarks.clients prototype|raw --endpoint URL --queue-url URL --messages N
+    python -m benchmarks.clients prototype|raw --endpoint URL --queue-url URL
+
+Both do the job's work, count and sum of `value` per event type (json.loads, nothing
+validated), and consume until stopped; the benchmark measures them from outside.
 
 `prototype` is the original script's pattern: receive 10, delete them one by one, one
-loop. `raw` is the floor for a Python consumer: receive 10 and one DeleteMessageBatch, in
-`--concurrency` threads (as many as the worker's pollers). Both stop after deleting
-`--warmup` + `--messages` and print one JSON line: messages, seconds and CPU seconds
-for the measured part (after the warm-up), from this process's own CPU clock.
+loop. `raw` is the floor for a Python consumer: receive 10 and one DeleteMessageBatch,
+in `--concurrency` threads (as many as the worker's pollers).
 """
 
 from __future__ import annotations
@@ -14,11 +15,25 @@ from __future__ import annotations
 import argparse
 import json
 import threading
-import time
+from collections import Counter
 from typing import Any
 
 import boto3
 from botocore.config import Config
+
+
+class Totals:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.count: Counter[str] = Counter()
+        self.sum: Counter[str] = Counter()
+
+    def add(self, bodies: list[str]) -> None:
+        events = [json.loads(body) for body in bodies]
+        with self._lock:
+            for event in events:
+                self.count[event["type"]] += 1
+                self.sum[event["type"]] += event["value"]
 
 
 def client(endpoint: str, pool: int) -> Any:
@@ -32,53 +47,28 @@ def client(endpoint: str, pool: int) -> Any:
     )
 
 
-class Progress:
-    """Deleted-message count shared by the loops; marks the measured window."""
-
-    def __init__(self, warmup: int, messages: int) -> None:
-        self.warmup, self.target = warmup, warmup + messages
-        self._lock = threading.Lock()
-        self.done = 0
-        # (wall clock, CPU clock, messages done) at the window's edges
-        self.started: tuple[float, float, int] | None = None
-        self.finished: tuple[float, float, int] | None = None
-
-    def add(self, count: int) -> bool:
-        """Record `count` deletions; False once the target is reached."""
-        with self._lock:
-            self.done += count
-            now = (time.perf_counter(), time.process_time(), self.done)
-            if self.started is None and self.done >= self.warmup:
-                self.started = now
-            if self.finished is None and self.done >= self.target:
-                self.finished = now
-            return self.finished is None
-
-
-def prototype_loop(sqs: Any, queue_url: str, progress: Progress) -> None:
+def prototype_loop(sqs: Any, queue_url: str, totals: Totals) -> None:
     while True:
         messages = sqs.receive_message(
             QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=1
         ).get("Messages", [])
         for message in messages:
+            totals.add([message["Body"]])
             sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
-            if not progress.add(1):
-                return
 
 
-def raw_loop(sqs: Any, queue_url: str, progress: Progress) -> None:
+def raw_loop(sqs: Any, queue_url: str, totals: Totals) -> None:
     while True:
         messages = sqs.receive_message(
             QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=1
         ).get("Messages", [])
         if not messages:
             continue
+        totals.add([m["Body"] for m in messages])
         entries = [
             {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(messages)
         ]
-        response = sqs.delete_message_batch(QueueUrl=queue_url, Entries=entries)
-        if not progress.add(len(response.get("Successful", []))):
-            return
+        sqs.delete_message_batch(QueueUrl=queue_url, Entries=entries)
 
 
 def main() -> None:
@@ -86,32 +76,19 @@ def main() -> None:
     parser.add_argument("mode", choices=["prototype", "raw"])
     parser.add_argument("--endpoint", required=True)
     parser.add_argument("--queue-url", required=True)
-    parser.add_argument("--messages", type=int, required=True)
-    parser.add_argument("--warmup", type=int, default=0)
     parser.add_argument("--concurrency", type=int, default=4)
     args = parser.parse_args()
-    progress = Progress(args.warmup, args.messages)
     threads = 1 if args.mode == "prototype" else args.concurrency
     sqs = client(args.endpoint, threads)
     loop = prototype_loop if args.mode == "prototype" else raw_loop
+    totals = Totals()
     workers = [
-        threading.Thread(target=loop, args=(sqs, args.queue_url, progress)) for _ in range(threads)
+        threading.Thread(target=loop, args=(sqs, args.queue_url, totals), daemon=True)
+        for _ in range(threads)
     ]
     for worker in workers:
         worker.start()
-    for worker in workers:
-        worker.join()
-    assert progress.started is not None
-    assert progress.finished is not None
-    print(
-        json.dumps(
-            {
-                "messages": progress.finished[2] - progress.started[2],
-                "seconds": progress.finished[0] - progress.started[0],
-                "cpu_seconds": progress.finished[1] - progress.started[1],
-            }
-        )
-    )
+    threading.Event().wait()  # until the benchmark stops this process
 
 
 if __name__ == "__main__":

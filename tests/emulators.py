@@ -50,14 +50,16 @@ def _node() -> Path:
 
 
 @contextmanager
-def fauxqs_sqs(trace: Path | None = None) -> Iterator[str]:
+def fauxqs_sqs(trace: Path | None = None, *, bench: bool = False) -> Iterator[str]:
     """fauxqs on 127.0.0.1 and a free port; yields its URL. Ends when the block ends.
 
     With `trace`, fauxqs writes a JSON line there for every delete and send it applied
     (`at`: wall-clock milliseconds, `action`, `queue`, `entries`); complete once the
-    block ends.
+    block ends. With `bench`, it also serves the benchmark's routes (tests/fauxqs/bench.mjs).
     """
     env = {**os.environ, "NODE_ENV": "production"}
+    if bench:
+        env["FAUXQS_BENCH"] = "1"
     if trace is not None:
         env["FAUXQS_TRACE"] = str(trace)
     process = subprocess.Popen(

@@ -22,6 +22,8 @@ if (trace) {
     trace.write(`${JSON.stringify({ at, action, queue: body.QueueUrl, entries })}\n`);
   });
 }
+// FAUXQS_BENCH adds the benchmark's routes: call counts and an in-process producer.
+if (process.env.FAUXQS_BENCH) (await import("./bench.mjs")).instrument(app);
 const address = await app.listen({ port, host: "127.0.0.1" });
 process.stdout.write(`${address}\n`);
 
