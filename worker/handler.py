@@ -1,31 +1,36 @@
-"""The handler: decode a message into an `Event` (or reject it), then count it."""
+"""The handler: decode each received batch into `Event`s (rejecting the others one by
+one), then count them, in one pass through FastStream per batch."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
-from faststream.exceptions import RejectMessage
 from faststream.message import StreamMessage
 
 from .events import Event, Rejection, parse_event
-from .faststream_sqs import SQSBroker, undo_if_redelivered
+from .faststream_sqs import SQSBatchMessage, SQSBroker, undo_if_redelivered
 from .settings import Settings
 from .sqs_options import subscription
 from .telemetry import Metrics
 
 
-async def decode_event(message: StreamMessage[Any]) -> Event:
-    """FastStream decoder: the contract's rules, with a reason for every reject."""
-    outcome = parse_event(message.body)
-    if isinstance(outcome, Rejection):
-        # The adapter copies the message to the DLQ with these as attributes.
-        raise RejectMessage(reason=outcome.reason, detail=outcome.detail)
-    return outcome
+async def decode_events(message: StreamMessage[Any]) -> list[Event]:
+    """FastStream batch decoder: the contract's rules for each entry. A reject goes to
+    the DLQ with its reason; the rest of the batch goes on to the handler."""
+    batch = cast(SQSBatchMessage, message)
+    events: list[Event] = []
+    for index, body in enumerate(batch.bodies):
+        outcome = parse_event(body)
+        if isinstance(outcome, Rejection):
+            batch.reject_entry(index, outcome.reason, outcome.detail)
+        else:
+            events.append(outcome)
+    return events
 
 
 def subscribe(broker: SQSBroker, settings: Settings, metrics: Metrics) -> None:
-    @broker.subscriber(**subscription(settings), decoder=decode_event)
-    async def count_event(event: Event) -> None:
-        # Should SQS take the message back before a checkpoint exported this count
-        # (a refused visibility extension), the redelivery counts it instead.
-        undo_if_redelivered(metrics.record_event(event))
+    @broker.subscriber(**subscription(settings), batch=True, decoder=decode_events)
+    async def count_events(events: list[Event]) -> None:
+        # Should SQS take a message back before a checkpoint exported its count (a
+        # refused visibility extension), its redelivery counts it instead.
+        undo_if_redelivered(*metrics.record_events(events))

@@ -13,7 +13,7 @@ import threading
 import time
 import uuid
 from collections import Counter as Tally
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from functools import partial
 from typing import Any, Final
 
@@ -206,7 +206,7 @@ class Metrics:
         self._duration = meter.create_histogram(
             "messaging.process.duration",
             unit="s",
-            description="Time to process one message.",
+            description="Time to process one delivery: a batch, handled in one pass.",
         )
         self._depths: dict[tuple[str, str], int] = {}
         meter.create_observable_gauge(
@@ -231,13 +231,21 @@ class Metrics:
 
     def record_event(self, event: Event) -> Callable[[], None]:
         """Count `event`; returns what takes the count back (before it is exported)."""
-        label = self._type_cap.label(event.type)
-        attributes = self._type_attributes.get(label)
-        if attributes is None:
-            attributes = self._type_attributes[label] = {"event.type": label}
-        self.totals.add(label, event.value)
-        self._lag.record(max(0.0, time.time() - event.occurred_at.timestamp()), attributes)
-        return partial(self.totals.remove, label, event.value)
+        return self.record_events([event])[0]
+
+    def record_events(self, events: Sequence[Event]) -> list[Callable[[], None]]:
+        """Count each event; returns, per event, what takes its count back."""
+        now = time.time()
+        undos: list[Callable[[], None]] = []
+        for event in events:
+            label = self._type_cap.label(event.type)
+            attributes = self._type_attributes.get(label)
+            if attributes is None:
+                attributes = self._type_attributes[label] = {"event.type": label}
+            self.totals.add(label, event.value)
+            self._lag.record(max(0.0, now - event.occurred_at.timestamp()), attributes)
+            undos.append(partial(self.totals.remove, label, event.value))
+        return undos
 
     # SQSObserver
 

@@ -4,9 +4,10 @@ The only package that imports `faststream._internal` (pinned: see pyproject) and
 boto3. Everything else in the worker uses the names exported here. It knows nothing
 of the application: attribute and logger names are passed in.
 
-One message, forward: `subscriber` polls (`client`), holds the batch in the `settle`
-driver's `ledger`, runs each through FastStream (`parser` → `message`, whose ack,
-nack or reject lands in the ledger), then `settle` applies the decisions to SQS.
+One batch, forward: `subscriber` polls (`client`), holds the batch in the `settle`
+driver's `ledger`, runs it through FastStream, whole (`batch=True`) or message by
+message (`parser` → `message`, whose ack, nack or reject lands in the ledger), then
+`settle` applies the decisions to SQS.
 """
 
 from .broker import SQSBroker
@@ -35,7 +36,7 @@ from .limits import (
     MAX_WAIT_SECONDS,
     long_poll_fits,
 )
-from .message import SQSMessage
+from .message import SQSBatchMessage, SQSMessage
 from .outage import Outage
 from .settle import SettleOptions, SQSObserver, undo_if_redelivered
 from .subscriber import SQSSubscriber
@@ -59,6 +60,7 @@ __all__ = (
     "QueueDepth",
     "QueueNotFound",
     "RawMessage",
+    "SQSBatchMessage",
     "SQSBroker",
     "SQSClient",
     "SQSConnection",

@@ -36,7 +36,7 @@ from .limits import (
     MAX_BATCH_ENTRIES,
     long_poll_fits,
 )
-from .message import Delivery
+from .message import AnyDelivery
 from .parser import decode_body, parse_message
 from .settle import Checkpoint, SettleOptions, SQSObserver, always_durable
 from .subscriber import SQSSubscriber, SQSSubscriberSpecification
@@ -99,7 +99,7 @@ class SQSProducer(ProducerProto[PublishCommand]):
         raise FeatureNotSupportedException("use publish() per message")
 
 
-class SQSRegistrator(Registrator[Delivery, SQSBrokerConfig]):
+class SQSRegistrator(Registrator[AnyDelivery, SQSBrokerConfig]):
     def subscriber(  # type: ignore[override]
         self,
         queue: str,
@@ -108,6 +108,7 @@ class SQSRegistrator(Registrator[Delivery, SQSBrokerConfig]):
         max_messages: int = MAX_BATCH_ENTRIES,
         wait_time_seconds: int = DEFAULT_WAIT_SECONDS,
         concurrency: int = DEFAULT_CONCURRENCY,
+        batch: bool = False,
         ack_policy: AckPolicy = EMPTY,
         dependencies: Sequence[Dependant] = (),
         parser: CustomCallable | None = None,
@@ -117,9 +118,13 @@ class SQSRegistrator(Registrator[Delivery, SQSBrokerConfig]):
         description: str | None = None,
         include_in_schema: bool = True,
     ) -> SQSSubscriber:
-        """Consume `queue` (a name or URL) with `concurrency` long-polling loops."""
+        """Consume `queue` (a name or URL) with `concurrency` long-polling loops.
+
+        With `batch`, the handler takes each received batch at once (`list[...]`), and a
+        decoder may reject single entries (`SQSBatchMessage.reject_entry`).
+        """
         config = cast("SQSBrokerConfig", self.config)
-        calls = CallsCollection[Delivery]()
+        calls = CallsCollection[AnyDelivery]()
         subscriber = SQSSubscriber(
             SQSSubscriberConfig(
                 queue=queue,
@@ -127,6 +132,7 @@ class SQSRegistrator(Registrator[Delivery, SQSBrokerConfig]):
                 max_messages=max_messages,
                 wait_time_seconds=wait_time_seconds,
                 concurrency=concurrency,
+                batch=batch,
                 _outer_config=config,
                 _ack_policy=ack_policy,
             ),
@@ -153,7 +159,7 @@ class SQSRegistrator(Registrator[Delivery, SQSBrokerConfig]):
         raise FeatureNotSupportedException("SQSBroker is consume-only; use broker.publish()")
 
 
-class SQSBroker(SQSRegistrator, BrokerUsecase[Delivery, SQSClient, SQSBrokerConfig]):
+class SQSBroker(SQSRegistrator, BrokerUsecase[AnyDelivery, SQSClient, SQSBrokerConfig]):
     """A consume-only FastStream broker for Amazon SQS (boto3 underneath)."""
 
     def __init__(

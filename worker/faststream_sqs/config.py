@@ -70,6 +70,8 @@ class SQSSubscriberConfig(SubscriberUsecaseConfig):
     max_messages: int = MAX_BATCH_ENTRIES
     wait_time_seconds: int = DEFAULT_WAIT_SECONDS
     concurrency: int = DEFAULT_CONCURRENCY
+    # One pass through FastStream per received batch, instead of one per message.
+    batch: bool = False
 
     @property
     def ack_policy(self) -> AckPolicy:

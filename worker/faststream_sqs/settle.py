@@ -37,19 +37,41 @@ DELETES_FIRST_SECONDS: Final = 0.5
 
 Checkpoint = Callable[[], Awaitable[bool]]
 
-# The undo list of the message whose handler is running in this context.
-_undo_for_current_message: ContextVar[list[Undo] | None] = ContextVar(
-    "sqs_undo_for_current_message", default=None
-)
+
+@dataclass(frozen=True, slots=True)
+class _Handling:
+    """The slots of the message (or batch) whose handler is running in this context."""
+
+    slots: Sequence[Slot]
+    batch: bool
+
+    def collect(self, undos: Sequence[Undo]) -> None:
+        if not self.batch:
+            self.slots[0].undo.extend(undos)
+            return
+        # The handler was given one event per entry not rejected while decoding.
+        given = [slot for slot in self.slots if slot.decision is None]
+        if len(undos) != len(given):
+            raise ValueError(
+                f"a batch handler passes one undo per event it was given, in order: "
+                f"got {len(undos)} for {len(given)} events"
+            )
+        for slot, undo in zip(given, undos, strict=True):
+            slot.undo.append(undo)
 
 
-def undo_if_redelivered(undo: Undo) -> None:
-    """For a handler that recorded an effect a checkpoint will carry (a count): `undo`
-    reverses it if SQS takes the message back before any checkpoint carried it, so
-    the redelivery does not count it twice. Outside a handler it does nothing."""
-    undo_list = _undo_for_current_message.get()
-    if undo_list is not None:
-        undo_list.append(undo)
+_handling: ContextVar[_Handling | None] = ContextVar("sqs_handling", default=None)
+
+
+def undo_if_redelivered(*undos: Undo) -> None:
+    """For a handler that recorded effects a checkpoint will carry (counts): each undo
+    reverses one if SQS takes its message back before any checkpoint carried it, so the
+    redelivery does not count it twice. A message handler passes any number, all for its
+    message; a batch handler passes one per event it was given, in order. Outside a
+    handler it does nothing."""
+    handling = _handling.get()
+    if handling is not None:
+        handling.collect(undos)
 
 
 async def always_durable() -> bool:
@@ -180,13 +202,25 @@ class Settler:
     def handling(self, message: RawMessage) -> Iterator[Slot]:
         """Around one message's handler: the slot takes its decision and collects its
         undo steps; an ack waits for a checkpoint as the handler returns."""
-        slot = self.ledger.start_handling(message.receipt_handle)
-        token = _undo_for_current_message.set(slot.undo)
+        with self._handling([message], batch=False) as slots:
+            yield slots[0]
+
+    @contextlib.contextmanager
+    def handling_batch(self, messages: Sequence[RawMessage]) -> Iterator[list[Slot]]:
+        """Around a batch handler: a slot per message, in order."""
+        with self._handling(messages, batch=True) as slots:
+            yield slots
+
+    @contextlib.contextmanager
+    def _handling(self, messages: Sequence[RawMessage], *, batch: bool) -> Iterator[list[Slot]]:
+        slots = [self.ledger.start_handling(m.receipt_handle) for m in messages]
+        token = _handling.set(_Handling(slots, batch))
         try:
-            yield slot
+            yield slots
         finally:
-            _undo_for_current_message.reset(token)
-            self.ledger.finish_handling(slot)
+            _handling.reset(token)
+            for slot in slots:
+                self.ledger.finish_handling(slot)
             self._ledger_changed()
 
     async def settle(self, messages: Sequence[RawMessage]) -> None:

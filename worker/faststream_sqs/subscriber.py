@@ -28,9 +28,9 @@ from .config import (
     SQSSubscriberConfig,
     SQSSubscriberSpecificationConfig,
 )
-from .message import Delivery
+from .message import AnyDelivery, BatchDelivery, Delivery
 from .outage import Outage
-from .parser import decode_body, parse_message
+from .parser import decode_batch, decode_body, parse_batch, parse_message
 from .settle import Settler
 
 if TYPE_CHECKING:
@@ -74,18 +74,19 @@ class SQSSubscriberSpecification(
         }
 
 
-class SQSSubscriber(SubscriberUsecase[Delivery]):
+class SQSSubscriber(SubscriberUsecase[AnyDelivery]):
     _outer_config: SQSBrokerConfig
 
     def __init__(
         self,
         config: SQSSubscriberConfig,
         specification: SQSSubscriberSpecification,
-        calls: CallsCollection[Delivery],
+        calls: CallsCollection[AnyDelivery],
     ) -> None:
-        config.parser = parse_message
-        config.decoder = decode_body
+        config.parser = parse_batch if config.batch else parse_message
+        config.decoder = decode_batch if config.batch else decode_body
         super().__init__(config, specification, calls)  # type: ignore[arg-type]
+        self.batch = config.batch
         self.queue = config.queue
         self.dead_letter_queue = config.dead_letter_queue
         self.max_messages = config.max_messages
@@ -194,11 +195,17 @@ class SQSSubscriber(SubscriberUsecase[Delivery]):
                 await settler.release(batch)
                 return
             observer.received(self.queue, len(batch))
-            for raw in batch:
+            if self.batch:
                 started = time.perf_counter()
-                with settler.handling(raw) as slot:
-                    await self.consume(Delivery(raw, slot.decide))
+                with settler.handling_batch(batch) as slots:
+                    await self.consume(BatchDelivery(batch, slots))
                 observer.processed(self.queue, time.perf_counter() - started)
+            else:
+                for raw in batch:
+                    started = time.perf_counter()
+                    with settler.handling(raw) as slot:
+                        await self.consume(Delivery(raw, slot.decide))
+                    observer.processed(self.queue, time.perf_counter() - started)
             await settler.settle(batch)
             del batch  # the bodies: a held message keeps only its receipt
 

@@ -19,8 +19,8 @@ from faststream.response import PublishCommand
 
 from .broker import SQSBroker, SQSProducer
 from .client import RawMessage
-from .ledger import Decision
-from .message import Delivery
+from .ledger import Decision, Slot
+from .message import BatchDelivery, Delivery
 from .subscriber import SQSSubscriber
 
 
@@ -71,7 +71,13 @@ class FakeProducer(SQSProducer):
         delivered = False
         for subscriber in self._subscribers(cmd.destination):
             delivered = True
-            await subscriber.process_message(Delivery(raw, decisions.append))
+            if subscriber.batch:  # a batch of one
+                slot = Slot(raw.receipt_handle, 0.0)
+                await subscriber.process_message(BatchDelivery([raw], [slot]))
+                if slot.decision is not None:
+                    decisions.append(slot.decision)
+            else:
+                await subscriber.process_message(Delivery(raw, decisions.append))
         if not delivered:
             raise SubscriberNotFound(f"no subscriber for queue {cmd.destination!r}")
         return decisions[0] if decisions else None
