@@ -14,7 +14,7 @@ from opentelemetry.sdk.metrics.export import (
 )
 
 from worker.events import REJECT_REASONS
-from worker.faststream_sqs import SQSBroker, TestSQSBroker
+from worker.faststream_sqs import SQSBroker, TestSQSBroker, publish_batch
 from worker.handler import subscribe
 from worker.settings import Settings
 from worker.telemetry import Metrics
@@ -119,3 +119,35 @@ def test_every_reject_reason_is_exported_at_zero_before_the_first_reject() -> No
         dict(key)["reason"]: p.value for key, p in exporter.series("nps.events.rejected").items()
     }
     assert rejected == dict.fromkeys(REJECT_REASONS, 0)
+
+
+def test_a_batch_is_handled_in_one_pass_each_bad_entry_rejected_with_its_reason() -> None:
+    broker, metrics, exporter = make()
+    handled: list[int] = []
+    original = metrics.record_events
+
+    def record_events(events: Sequence[Any]) -> Any:
+        handled.append(len(events))
+        return original(events)
+
+    metrics.record_events = record_events  # type: ignore[method-assign]
+    bodies = [VALID, "{not json", VALID | {"value": 7}, {"type": "purchase"}, [1, 2]]
+
+    async def deliver() -> list[Any]:
+        async with TestSQSBroker(broker) as test_broker:
+            return await publish_batch(test_broker, QUEUE, bodies)
+
+    decisions = asyncio.run(deliver())
+    assert [(d.outcome, d.reason) for d in decisions] == [
+        ("ack", ""),
+        ("reject", "malformed_json"),
+        ("ack", ""),
+        ("reject", "missing_field"),
+        ("reject", "not_an_object"),
+    ]
+    assert decisions[3].detail == "missing: occurred_at, value"
+    assert handled == [2]  # one pass through the handler, with the two valid events
+    assert asyncio.run(metrics.checkpoint()) is True
+    count = exporter.series("nps.events")[(("event.type", "purchase"),)]
+    value = exporter.series("nps.event.value")[(("event.type", "purchase"),)]
+    assert (count.value, value.value) == (2, 19.5)

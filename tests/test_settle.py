@@ -7,8 +7,10 @@ import sys
 import time
 from collections.abc import Sequence
 
+import pytest
+
 from worker.faststream_sqs.client import OutgoingMessage, RawMessage, VisibilityChange
-from worker.faststream_sqs.ledger import ACK
+from worker.faststream_sqs.ledger import ACK, rejection
 from worker.faststream_sqs.settle import (
     BACKOFF_CAP_SECONDS,
     DELETES_FIRST_SECONDS,
@@ -256,3 +258,32 @@ def test_a_held_message_keeps_no_reference_to_its_body() -> None:
         assert sys.getrefcount(body) == 2  # `body` here, and getrefcount's argument
 
     asyncio.run(scenario())
+
+
+def test_in_a_batch_each_undo_goes_to_the_message_its_event_came_from() -> None:
+    sqs, counts = FakeSQS(), Counts()
+    settler = _settler(sqs, counts)
+    batch = [_message(n) for n in range(3)]
+    settler.hold(batch)
+    with settler.handling_batch(batch) as slots:
+        slots[1].decide(rejection("malformed_json"))  # rejected while decoding
+        counts.count += 2
+        undos = [lambda: None, lambda: setattr(counts, "count", counts.count - 1)]
+        undo_if_redelivered(*undos)  # for messages 0 and 2, the two events handled
+        for slot in slots:
+            slot.decide(ACK)
+    assert [s.undo for s in slots] == [[undos[0]], [], [undos[1]]]
+    # SQS takes message 2 back before any checkpoint: its count, and only its, goes.
+    settler.ledger.discard([batch[2].receipt_handle])
+    assert counts.count == 1
+
+
+def test_a_batch_handler_that_passes_the_wrong_number_of_undos_is_told_so() -> None:
+    settler = _settler(FakeSQS(), Counts())
+    batch = [_message(n) for n in range(2)]
+    settler.hold(batch)
+    with (
+        pytest.raises(ValueError, match="one undo per event it was given"),
+        settler.handling_batch(batch),
+    ):
+        undo_if_redelivered(lambda: None)

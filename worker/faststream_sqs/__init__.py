@@ -40,7 +40,7 @@ from .message import SQSBatchMessage, SQSMessage
 from .outage import Outage
 from .settle import SettleOptions, SQSObserver, undo_if_redelivered
 from .subscriber import SQSSubscriber
-from .testing import TestSQSBroker
+from .testing import TestSQSBroker, publish_batch
 
 __all__ = (
     "ACK",
@@ -74,6 +74,7 @@ __all__ = (
     "calls_still_running",
     "is_missing_queue",
     "long_poll_fits",
+    "publish_batch",
     "rejection",
     "undo_if_redelivered",
 )

@@ -3,11 +3,12 @@
 async with TestSQSBroker(broker) as br:
     decision = await br.publish({"type": "purchase", ...}, "orders")
     assert decision == ACK
+    decisions = await publish_batch(br, "orders", [first, second])
 """
 
 from __future__ import annotations
 
-from collections.abc import Generator, Iterator
+from collections.abc import Generator, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 from uuid import uuid4
@@ -50,23 +51,11 @@ class FakeProducer(SQSProducer):
         self.codec = DefaultCodec()
 
     def _subscribers(self, queue: str) -> Iterator[SQSSubscriber]:
-        for broker in self._brokers:
-            for subscriber in broker.sqs_subscribers:
-                if subscriber.queue == queue:
-                    yield subscriber
+        return _subscribers(self._brokers, queue)
 
     async def publish(self, cmd: PublishCommand) -> Decision | None:  # type: ignore[override]
         body, _ = await self.codec.encode(cmd.body)
-        raw = RawMessage(
-            queue_url=cmd.destination,
-            message_id=cmd.correlation_id or str(uuid4()),
-            receipt_handle=str(uuid4()),
-            body=body.decode(errors="surrogateescape"),
-            attributes={"ApproximateReceiveCount": "1"},
-            message_attributes={
-                k: {"DataType": "String", "StringValue": str(v)} for k, v in cmd.headers.items()
-            },
-        )
+        raw = _received(cmd.destination, body, cmd.headers, cmd.correlation_id)
         decisions: list[Decision] = []
         delivered = False
         for subscriber in self._subscribers(cmd.destination):
@@ -81,3 +70,41 @@ class FakeProducer(SQSProducer):
         if not delivered:
             raise SubscriberNotFound(f"no subscriber for queue {cmd.destination!r}")
         return decisions[0] if decisions else None
+
+
+async def publish_batch(
+    broker: SQSBroker, queue: str, bodies: Sequence[Any]
+) -> list[Decision | None]:
+    """Deliver `bodies` as one received batch to the batch subscribers of `queue` (in a
+    TestSQSBroker block); each entry's decision, in order."""
+    codec = DefaultCodec()
+    raws = [_received(queue, (await codec.encode(body))[0], {}, None) for body in bodies]
+    slots = [Slot(raw.receipt_handle, 0.0) for raw in raws]
+    subscribers = [s for s in _subscribers((broker,), queue) if s.batch]
+    if not subscribers:
+        raise SubscriberNotFound(f"no batch subscriber for queue {queue!r}")
+    for subscriber in subscribers:
+        await subscriber.process_message(BatchDelivery(raws, slots))
+    return [slot.decision for slot in slots]
+
+
+def _subscribers(brokers: Iterable[SQSBroker], queue: str) -> Iterator[SQSSubscriber]:
+    for broker in brokers:
+        for subscriber in broker.sqs_subscribers:
+            if subscriber.queue == queue:
+                yield subscriber
+
+
+def _received(
+    queue: str, body: bytes, headers: Mapping[str, Any], message_id: str | None
+) -> RawMessage:
+    return RawMessage(
+        queue_url=queue,
+        message_id=message_id or str(uuid4()),
+        receipt_handle=str(uuid4()),
+        body=body.decode(errors="surrogateescape"),
+        attributes={"ApproximateReceiveCount": "1"},
+        message_attributes={
+            k: {"DataType": "String", "StringValue": str(v)} for k, v in headers.items()
+        },
+    )
