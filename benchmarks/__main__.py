@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib.util import find_spec
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from benchmarks.emulators import EMULATORS, ROOT, BenchSQS, bench_sqs, make_queue, sqs_client
 from worker.events import Event, parse_event
@@ -42,6 +42,8 @@ TICK = os.sysconf("SC_CLK_TCK")
 # The peers' modules in benchmarks/peers, and the PyPI module each needs.
 PEERS = {"asyncfast": "asyncfast", "sqs-workers": "sqs_workers"}
 CONSUMERS = ("prototype", "raw", "worker", *PEERS)
+# `--baseline DIR`: the worker of another checkout (a git worktree with its own .venv).
+BASELINE = "baseline"
 NOT_CALLS = ("send_message_batch", "create_queue", "get_queue_url")
 
 
@@ -133,25 +135,49 @@ def worker_env(sqs: BenchSQS, sink: Sink, queue: str, concurrency: int) -> dict[
     }
 
 
+@dataclass(frozen=True)
+class Command:
+    argv: list[str]
+    env: dict[str, str]
+    cwd: Path = ROOT
+
+
 def command(
-    name: str, sqs: BenchSQS, sink: Sink, queue: str, url: str, concurrency: int
-) -> tuple[list[str], dict[str, str]]:
-    """How to start consumer `name` on `queue`: argv and environment."""
-    python = sys.executable
+    name: str,
+    sqs: BenchSQS,
+    sink: Sink,
+    queue: str,
+    url: str,
+    args: argparse.Namespace,
+) -> Command:
+    """How to start consumer `name` on `queue`."""
+    python, concurrency = sys.executable, args.concurrency
     if name == "worker":
-        return [python, "-m", "worker", "run"], worker_env(sqs, sink, queue, concurrency)
+        return Command([python, "-m", "worker", "run"], worker_env(sqs, sink, queue, concurrency))
+    if name == BASELINE:
+        other = Path(args.baseline).resolve()
+        return Command(
+            [str(other / ".venv/bin/python"), "-m", "worker", "run"],
+            worker_env(sqs, sink, queue, concurrency),
+            other,
+        )
     if name in ("prototype", "raw"):
         argv = [python, "-m", "benchmarks.clients", name, "--endpoint", sqs.endpoint]
-        return [*argv, "--queue-url", url, "--concurrency", str(concurrency)], _clean_env()
+        argv += ["--queue-url", url, "--concurrency", str(concurrency)]
+        return Command(argv, _clean_env())
     module = f"benchmarks.peers.{PEERS[name]}_app"
     env = _clean_env() | {"BENCH_ENDPOINT": sqs.endpoint, "BENCH_QUEUE": queue}
-    return [python, "-m", module], env
+    return Command([python, "-m", module], env)
 
 
 @contextmanager
-def running(argv: list[str], env: dict[str, str]) -> Iterator[subprocess.Popen[bytes]]:
+def running(command: Command) -> Iterator[subprocess.Popen[bytes]]:
     process = subprocess.Popen(
-        argv, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        command.argv,
+        cwd=command.cwd,
+        env=command.env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     try:
         yield process
@@ -187,8 +213,8 @@ class Bench:
     def measure(self, name: str) -> Result:
         sqs, args = self.sqs, self.args
         queue, url = self.queue(name)
-        argv, env = command(name, sqs, self.sink, queue, url, args.concurrency)
-        with sqs.keep(url, args.backlog, BODIES) as backlog, running(argv, env) as process:
+        started = command(name, sqs, self.sink, queue, url, args)
+        with sqs.keep(url, args.backlog, BODIES) as backlog, running(started) as process:
             _, base = sqs.stats()
             wait_for(lambda: sqs.stats()[1] - base >= args.warmup, 300, f"{name}'s warm-up")
             calls_0, deleted_0 = sqs.stats()
@@ -214,8 +240,7 @@ class Bench:
         """Receive calls per minute per poller on an empty queue; SIGTERM-to-exit idle."""
         args = self.args
         queue, url = self.queue("idle")
-        argv, env = command("worker", self.sqs, self.sink, queue, url, args.concurrency)
-        with running(argv, env) as process:
+        with running(command("worker", self.sqs, self.sink, queue, url, args)) as process:
             time.sleep(3)  # start-up
             before, _ = self.sqs.stats()
             time.sleep(args.idle_seconds)
@@ -228,9 +253,9 @@ class Bench:
         """RSS while the worker handles `--soak` messages: peak, end, growth in 2nd half."""
         args = self.args
         queue, url = self.queue("soak")
-        argv, env = command("worker", self.sqs, self.sink, queue, url, args.concurrency)
+        started = command("worker", self.sqs, self.sink, queue, url, args)
         samples: list[tuple[int, float]] = []
-        with self.sqs.keep(url, args.backlog, BODIES), running(argv, env) as process:
+        with self.sqs.keep(url, args.backlog, BODIES), running(started) as process:
             _, base = self.sqs.stats()
             while (done := self.sqs.stats()[1] - base) < args.soak:
                 samples.append((done, rss_mb(process.pid)))
@@ -240,15 +265,17 @@ class Bench:
 
 
 def pipeline() -> tuple[float, int]:
-    """Decode, validate and record one message, in process: µs per event, events/s."""
+    """Decode, validate and record, in process, in batches of 10: µs per event, events/s."""
     metrics = Metrics(Settings(otel_metrics_exporter="none"))
     bodies = [body.encode() for body in BODIES] * 7
 
+    batches = [bodies[i : i + 10] for i in range(0, len(bodies), 10)]
+
     def one_round() -> None:
-        for body in bodies:
-            event = parse_event(body)
-            assert isinstance(event, Event)
-            metrics.record_event(event)
+        for batch in batches:  # as the handler does: a received batch at a time
+            events = [parse_event(body) for body in batch]
+            assert all(isinstance(event, Event) for event in events)
+            metrics.record_events(cast("list[Event]", events))
 
     rounds = 20
     seconds = min(timeit.repeat(one_round, number=rounds, repeat=5))
@@ -303,6 +330,9 @@ def main() -> None:
     parser.add_argument("--idle-seconds", type=float, default=60.0)
     parser.add_argument("--soak", type=int, default=100_000, help="0 skips the soak")
     parser.add_argument("--smoke", action="store_true", help="a few seconds each: CI")
+    parser.add_argument(
+        "--baseline", metavar="DIR", help="also measure the worker of this checkout (with .venv)"
+    )
     args = parser.parse_args()
     if args.backlog is None:
         args.backlog = 10_000 if args.sqs == "fauxqs" else 500
@@ -316,6 +346,8 @@ def main() -> None:
     if missing:
         raise SystemExit(f"benchmark: {', '.join(missing)} not installed: uv sync --group peers")
     consumers = ["worker", *(c for c in consumers if c != "worker")]
+    if args.baseline:
+        consumers.append(BASELINE)
 
     us_per_event, events_per_second = pipeline()
     results: dict[str, list[Result]] = {name: [] for name in consumers}
@@ -358,6 +390,11 @@ def main() -> None:
         print(
             f"| prototype / worker, CPU per message | {median_range(ratio)} | >= 4: {verdict(ok)} |"
         )
+    if BASELINE in results:
+        ratio = [w.cpu_us / b.cpu_us for w, b in zip(worker, results[BASELINE], strict=True)]
+        print(f"| worker / baseline ({args.baseline}), CPU per message | {median_range(ratio)} | |")
+        ratio = [w.rate / b.rate for w, b in zip(worker, results[BASELINE], strict=True)]
+        print(f"| worker / baseline, throughput | {median_range(ratio)} | |")
     for peer in (c for c in consumers if c in PEERS):
         ratio = [p.cpu_us / w.cpu_us for p, w in zip(results[peer], worker, strict=True)]
         ok = statistics.median(ratio) > 1
