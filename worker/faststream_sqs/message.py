@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 from faststream.message import StreamMessage
 
 from .client import RawMessage
 from .ledger import ACK, NACK, Decision, Slot, rejection
+
+MsgType = TypeVar("MsgType")
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,12 +36,9 @@ class BatchDelivery:
 AnyDelivery = Delivery | BatchDelivery
 
 
-class SQSMessage(StreamMessage[RawMessage]):
-    """A received SQS message.
-
-    Settling only records the decision; the subscriber applies it to SQS in batches
-    after the handler returns.
-    """
+class _DecidingMessage(StreamMessage[MsgType]):
+    """Settling only records the decision; the subscriber applies it to SQS in batches
+    after the handler returns."""
 
     def __init__(self, *args: Any, decide: Callable[[Decision], None], **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -61,7 +60,11 @@ class SQSMessage(StreamMessage[RawMessage]):
         await super().reject()
 
 
-class SQSBatchMessage(StreamMessage[Sequence[RawMessage]]):
+class SQSMessage(_DecidingMessage[RawMessage]):
+    """A received SQS message."""
+
+
+class SQSBatchMessage(_DecidingMessage[Sequence[RawMessage]]):
     """A received batch, handled in one pass: `bodies` in the order SQS sent them.
 
     A decoder rejects single entries with `reject_entry` (each goes to the dead-letter
@@ -70,7 +73,7 @@ class SQSBatchMessage(StreamMessage[Sequence[RawMessage]]):
     """
 
     def __init__(self, *args: Any, slots: Sequence[Slot], **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+        super().__init__(*args, decide=self._decide_rest, **kwargs)
         self._slots = slots
 
     @property
@@ -83,18 +86,3 @@ class SQSBatchMessage(StreamMessage[Sequence[RawMessage]]):
     def _decide_rest(self, decision: Decision) -> None:
         for slot in self._slots:
             slot.decide(decision)  # the first decision counts: entries rejected stay so
-
-    async def ack(self) -> None:
-        if self.committed is None:
-            self._decide_rest(ACK)
-        await super().ack()
-
-    async def nack(self) -> None:
-        if self.committed is None:
-            self._decide_rest(NACK)
-        await super().nack()
-
-    async def reject(self, reason: str = "rejected", detail: str = "") -> None:
-        if self.committed is None:
-            self._decide_rest(rejection(reason, detail))
-        await super().reject()
