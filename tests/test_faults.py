@@ -222,8 +222,14 @@ def test_sqs_unreachable_for_a_while(
         refused=refused,
     )
     assert (result.losses, result.duplicates) == (0, 0)
-    assert 1 <= outages <= 2, stderr  # once per state change, not once per failed poll
-    assert "receiving from" in stderr
+    # Once per state change, not once per failed poll. A poller that was settling a batch
+    # when SQS went (its dead-letter copy and hand-back failing) may meet the outage there
+    # and not in a receive; the drain after it shows polling came back either way.
+    assert outages <= 2, stderr
+    if outages:
+        assert "receiving from" in stderr
+    else:
+        assert "cannot delete counted messages" in stderr or "dead-letter" in stderr, stderr
 
 
 @pytest.mark.parametrize("scale", [QUICK, SOAK])
