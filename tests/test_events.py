@@ -129,6 +129,15 @@ def test_a_type_of_64_characters_is_still_valid() -> None:
     assert isinstance(parse_event(body(type="x" * 64)), Event)
 
 
+@pytest.mark.parametrize("type_", ["gift\u00a0card", "line\u2028item", "caf\u00e9"])
+def test_a_type_that_is_not_printable_but_has_no_control_character_is_valid(type_: str) -> None:
+    # str.isprintable() is only the fast path: a no-break space or a line separator is
+    # not printable, yet not a control or format character either.
+    outcome = parse_event(body(type=type_))
+    assert isinstance(outcome, Event)
+    assert outcome.type == type_
+
+
 def test_missing_field_names_every_missing_key() -> None:
     outcome = parse_event(b'{"value": 1}')
     assert outcome == Rejection("missing_field", "missing: occurred_at, type")

@@ -76,7 +76,9 @@ def _label_safe(raw: str) -> str:
     # no dashboard can show or select, and the overflow bucket's name is taken.
     if not raw.strip():
         raise ValueError("must not be blank")
-    if any(unicodedata.category(char) in ("Cc", "Cf") for char in raw):
+    # Control (Cc) and format (Cf) characters are never printable: for a printable type,
+    # the usual case, one C call settles it instead of a lookup per character.
+    if not raw.isprintable() and any(unicodedata.category(char) in ("Cc", "Cf") for char in raw):
         raise ValueError("must not contain control characters")
     if raw == OVERFLOW_TYPE:
         raise ValueError(f"{OVERFLOW_TYPE!r} is reserved for types beyond MAX_EVENT_TYPES")
