@@ -399,6 +399,13 @@ def main() -> None:
         ratio = [p.cpu_us / w.cpu_us for p, w in zip(results[peer], worker, strict=True)]
         ok = statistics.median(ratio) > 1
         print(f"| {peer} / worker, CPU per message | {median_range(ratio)} | > 1: {verdict(ok)} |")
+    if "raw" in results:
+        # The raw loop makes the fewest SQS calls and does the least work a consumer can:
+        # no consumer's CPU ratio to another can beat that other's ratio to the raw loop.
+        for other in (c for c in ("prototype", *PEERS) if c in results):
+            ratio = [o.cpu_us / r.cpu_us for o, r in zip(results[other], raw, strict=True)]
+            label = f"{other} / raw, CPU per message: the most reachable"
+            print(f"| {label} | {median_range(ratio)} | |")
     print()
     print("| measure | value | target |")
     print("|---|---:|---|")
