@@ -65,7 +65,7 @@ class _TimedReceiver(OTLPReceiver):
 class Exposure:
     messages: int
     seconds: float
-    rate: float  # messages deleted per second over the window
+    rate: float  # valid (counted) messages per second over the window
     expected_duplicates_per_kill: float  # time average of stored - deleted
     mean_exposure_ms: float  # the above over the rate
     worst: float  # the most counts stored but not yet deleted at any moment
