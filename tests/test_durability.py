@@ -1,4 +1,4 @@
-"""A message is deleted only once the receiver said it stored its count (issue 14)."""
+"""A message is deleted only once the receiver said it stored its count."""
 
 from __future__ import annotations
 

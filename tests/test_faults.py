@@ -47,6 +47,7 @@ from tests.support import Env, free_port, http_status, nps_worker
 from worker.dev.kata import KataMessage
 from worker.events import Event
 from worker.faststream_sqs import SettleOptions, SQSBroker, SQSConnection
+from worker.faststream_sqs.annotations import SQSMessage
 from worker.settings import Settings
 from worker.telemetry import Metrics
 
@@ -327,16 +328,16 @@ def test_a_handler_slower_than_the_visibility_timeout_is_received_and_counted_on
             region_name="us-east-1",
             credentials={"aws_access_key_id": "test", "aws_secret_access_key": "test"},
         ),
-        checkpoint=metrics.checkpoint,
+        store_effects=metrics.export,
         observer=metrics,
         settle=SettleOptions(visibility_timeout=visibility),
     )
     handled = asyncio.Event()
 
     @broker.subscriber(worker_env.values["SQS_QUEUE_NAME"], wait_time_seconds=1, concurrency=2)
-    async def slow(event: Event) -> None:
+    async def slow(event: Event, message: SQSMessage) -> None:
         await asyncio.sleep(1.5 * visibility)  # the heartbeat must keep it hidden meanwhile
-        metrics.record_event(event)
+        message.undo_if_redelivered(*metrics.record_events([event]))
         handled.set()
 
     async def run() -> None:

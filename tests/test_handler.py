@@ -13,12 +13,11 @@ from opentelemetry.sdk.metrics.export import (
     MetricsData,
 )
 
-from worker.events import REJECT_REASONS
+from worker.events import OTHER_TYPE, REJECT_REASONS
 from worker.faststream_sqs import SQSBroker, TestSQSBroker, publish_batch
 from worker.handler import subscribe
 from worker.settings import Settings
 from worker.telemetry import Metrics
-from worker.totals import OTHER_TYPE
 
 QUEUE = "events"
 VALID = {"type": "purchase", "value": 12.5, "occurred_at": "2020-10-06 10:02:05"}
@@ -73,7 +72,7 @@ def test_a_valid_event_is_counted_summed_and_acknowledged() -> None:
     broker, metrics, exporter = make()
     decisions = asyncio.run(publish_all(broker, [VALID, VALID | {"value": 7}]))
     assert [decision.outcome for decision in decisions] == ["ack", "ack"]
-    assert asyncio.run(metrics.checkpoint()) is True
+    assert asyncio.run(metrics.export()).stored is True
     count = exporter.series("nps.events")[(("event.type", "purchase"),)]
     value = exporter.series("nps.event.value")[(("event.type", "purchase"),)]
     assert (count.value, value.value) == (2, 19.5)
@@ -97,7 +96,7 @@ def test_a_bad_message_is_rejected_with_its_reason_and_not_counted(body: Any, re
     assert (decision.outcome, decision.reason) == ("reject", reason)
     assert decision.detail
     assert metrics.totals.count == 0
-    asyncio.run(metrics.checkpoint())
+    asyncio.run(metrics.export())
     assert exporter.series("nps.events") == {}
 
 
@@ -105,7 +104,7 @@ def test_ten_thousand_types_make_at_most_the_cap_plus_one_series() -> None:
     broker, metrics, exporter = make(Settings(sqs_queue_name=QUEUE, max_event_types=100))
     bodies = [VALID | {"type": f"t{i}"} for i in range(10_000)]
     asyncio.run(publish_all(broker, bodies))
-    asyncio.run(metrics.checkpoint())
+    asyncio.run(metrics.export())
     series = exporter.series("nps.events")
     assert len(series) == 101
     assert series[(("event.type", OTHER_TYPE),)].value == 10_000 - 100
@@ -114,7 +113,7 @@ def test_ten_thousand_types_make_at_most_the_cap_plus_one_series() -> None:
 
 def test_every_reject_reason_is_exported_at_zero_before_the_first_reject() -> None:
     _, metrics, exporter = make()
-    asyncio.run(metrics.checkpoint())
+    asyncio.run(metrics.export())
     rejected = {
         dict(key)["reason"]: p.value for key, p in exporter.series("nps.events.rejected").items()
     }
@@ -147,7 +146,7 @@ def test_a_batch_is_handled_in_one_pass_each_bad_entry_rejected_with_its_reason(
     ]
     assert decisions[3].detail == "missing: occurred_at, value"
     assert handled == [2]  # one pass through the handler, with the two valid events
-    assert asyncio.run(metrics.checkpoint()) is True
+    assert asyncio.run(metrics.export()).stored is True
     count = exporter.series("nps.events")[(("event.type", "purchase"),)]
     value = exporter.series("nps.event.value")[(("event.type", "purchase"),)]
     assert (count.value, value.value) == (2, 19.5)

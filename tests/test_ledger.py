@@ -96,7 +96,7 @@ def test_the_batch_decisions_other_than_ack_are_sorted_and_released() -> None:
     assert after.dead_letter[0].decision == Decision("reject", "malformed_json", "line 1")
     assert (after.back_off, after.release) == (["nack"], ["none"])
     assert ledger.held == 2  # the ack waits for a checkpoint; the reject for its copy
-    ledger.dead_lettered(after.dead_letter)
+    ledger.copies_stored(after.dead_letter)
     assert ledger.begin_deletes() == ["reject"]
 
 
@@ -105,7 +105,7 @@ def test_a_failed_dead_letter_copy_releases_the_message_for_a_retry() -> None:
     ledger.hold(["r"], expires_at=30)
     _handled(ledger, "r", rejection("not_an_object"))
     after = ledger.after_batch(["r"])
-    assert ledger.dead_letter_failed(after.dead_letter) == ["r"]
+    assert ledger.copies_failed(after.dead_letter) == ["r"]
     assert ledger.held == 0
 
 
@@ -266,10 +266,10 @@ class LedgerMachine(RuleBasedStateMachine):
         self.gone.update(after.back_off + after.release)
         if after.dead_letter:
             if copy_stored:
-                self.ledger.dead_lettered(after.dead_letter)
+                self.ledger.copies_stored(after.dead_letter)
                 self.dead_lettered.add(handle)
             else:
-                self.gone.update(self.ledger.dead_letter_failed(after.dead_letter))
+                self.gone.update(self.ledger.copies_failed(after.dead_letter))
 
     @rule(data=st.data())
     def sqs_takes_one_back(self, data: st.DataObject) -> None:

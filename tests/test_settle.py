@@ -10,32 +10,30 @@ from collections.abc import Sequence
 import pytest
 
 from worker.faststream_sqs.client import OutgoingMessage, RawMessage, VisibilityChange
-from worker.faststream_sqs.ledger import ACK, rejection
-from worker.faststream_sqs.settle import (
-    BACKOFF_CAP_SECONDS,
-    DELETES_FIRST_SECONDS,
-    NoObserver,
-    SettleOptions,
-    Settler,
-    backoff_seconds,
-    undo_if_redelivered,
-)
-from worker.faststream_sqs.subscriber import POLL_BACKOFF_CAP_SECONDS, poll_backoff
+from worker.faststream_sqs.intake import DELETES_FIRST_SECONDS, NACK_BACKOFF, nack_visibility
+from worker.faststream_sqs.ledger import ACK, Slot
+from worker.faststream_sqs.message import BatchDelivery
+from worker.faststream_sqs.observer import NoObserver
+from worker.faststream_sqs.options import SettleOptions
+from worker.faststream_sqs.parser import parse_batch
+from worker.faststream_sqs.settlement import Settlement
+from worker.faststream_sqs.subscriber import POLL_BACKOFF
+from worker.faststream_sqs.verdict import STORED, Verdict, not_stored
 
 
 def test_failed_messages_back_off_exponentially_with_jitter_up_to_a_cap() -> None:
     rng = random.Random(1)
     for receive_count in range(1, 20):
-        ceiling = min(BACKOFF_CAP_SECONDS, 2 * 2 ** (receive_count - 1))
-        samples = {backoff_seconds(receive_count, rng) for _ in range(50)}
+        ceiling = min(NACK_BACKOFF.cap, 2 * 2 ** (receive_count - 1))
+        samples = {nack_visibility(receive_count, rng) for _ in range(50)}
         assert all(ceiling / 2 - 1 <= s <= ceiling for s in samples), (receive_count, samples)
-    assert len({backoff_seconds(6, rng) for _ in range(50)}) > 1  # jittered, not lockstep
+    assert len({nack_visibility(6, rng) for _ in range(50)}) > 1  # jittered, not lockstep
 
 
 def test_a_failing_poll_loop_waits_longer_each_time_but_never_more_than_the_cap() -> None:
-    assert max(poll_backoff(1) for _ in range(200)) <= 1.0
-    assert max(poll_backoff(50) for _ in range(200)) <= POLL_BACKOFF_CAP_SECONDS
-    assert max(poll_backoff(50) for _ in range(200)) > 1.0
+    assert max(POLL_BACKOFF.delay(1) for _ in range(200)) <= 1.0
+    assert max(POLL_BACKOFF.delay(50) for _ in range(200)) <= POLL_BACKOFF.cap
+    assert max(POLL_BACKOFF.delay(50) for _ in range(200)) > 1.0
 
 
 # The driver around the ledger: the SQS calls it makes (an in-memory SQS client).
@@ -77,32 +75,32 @@ class Counts:
         self.durable = True
         self.gate: asyncio.Event | None = None
 
-    def record(self) -> None:
+    def record(self, slot: Slot) -> None:
         self.count += 1
 
         def undo() -> None:
             self.count -= 1
 
-        undo_if_redelivered(undo)
+        slot.undo.append(undo)
 
-    async def checkpoint(self) -> bool:
+    async def store(self) -> Verdict:
         snapshot = self.count
         if self.gate is not None:
             await self.gate.wait()
         if self.durable:
             self.exported.append(snapshot)
-        return self.durable
+        return STORED if self.durable else not_stored("refused: test")
 
 
 OPTIONS = SettleOptions(visibility_timeout=30)
 
 
-def _settler(sqs: FakeSQS, counts: Counts, options: SettleOptions = OPTIONS) -> Settler:
-    return Settler(
+def _settlement(sqs: FakeSQS, counts: Counts, options: SettleOptions = OPTIONS) -> Settlement:
+    return Settlement(
         sqs,  # type: ignore[arg-type]
         "queue",
         dead_letter_url="dlq",
-        checkpoint=counts.checkpoint,
+        store_effects=counts.store,
         observer=NoObserver(),
         options=options,
         log=logging.getLogger("test"),
@@ -113,31 +111,31 @@ def _message(n: int) -> RawMessage:
     return RawMessage("queue", f"id-{n}", f"receipt-{n}", body="x" * 1000)
 
 
-def _handle(settler: Settler, counts: Counts, message: RawMessage) -> None:
-    with settler.handling(message) as slot:
-        counts.record()
+def _handle(settlement: Settlement, counts: Counts, message: RawMessage) -> None:
+    with settlement.intake.handling([message]) as (slot,):
+        counts.record(slot)
         slot.decide(ACK)
 
 
-def _one_handled(sqs: FakeSQS, counts: Counts) -> tuple[Settler, RawMessage]:
-    """A settler holding one message whose handler has counted and acked it."""
-    settler = _settler(sqs, counts)
+def _one_handled(sqs: FakeSQS, counts: Counts) -> tuple[Settlement, RawMessage]:
+    """A settlement holding one message whose handler has counted and acked it."""
+    settlement = _settlement(sqs, counts)
     message = _message(1)
-    settler.hold([message])
-    _handle(settler, counts, message)
-    return settler, message
+    settlement.intake.hold([message])
+    _handle(settlement, counts, message)
+    return settlement, message
 
 
 def test_an_acked_message_is_queued_for_delete_as_its_handler_returns() -> None:
     async def scenario() -> tuple[FakeSQS, Counts]:
         sqs, counts = FakeSQS(), Counts()
-        settler = _settler(sqs, counts)
+        settlement = _settlement(sqs, counts)
         messages = [_message(n) for n in range(3)]
-        settler.hold(messages)
-        _handle(settler, counts, messages[0])
+        settlement.intake.hold(messages)
+        _handle(settlement, counts, messages[0])
         # A checkpoint between two handlers of one batch carries the first count: it
         # must delete that message too, or a crash now would count it twice.
-        await settler.flush()
+        await settlement.checkpointer.checkpoint()
         return sqs, counts
 
     sqs, counts = asyncio.run(scenario())
@@ -152,14 +150,14 @@ def test_enough_handled_messages_start_a_checkpoint_without_waiting_for_the_inte
 
     async def scenario() -> tuple[FakeSQS, Counts]:
         sqs, counts = FakeSQS(), Counts()
-        settler = _settler(sqs, counts, options)
-        running = asyncio.create_task(settler.run())
+        settlement = _settlement(sqs, counts, options)
+        running = asyncio.create_task(settlement.checkpointer.run())
         messages = [_message(n) for n in range(7)]
-        settler.hold(messages)
+        settlement.intake.hold(messages)
         for message in messages[:5]:
-            _handle(settler, counts, message)
+            _handle(settlement, counts, message)
         await asyncio.sleep(0.2)
-        settler.stop()
+        settlement.checkpointer.stop()
         await running
         return sqs, counts
 
@@ -173,9 +171,9 @@ def test_receives_wait_while_counted_messages_are_being_deleted() -> None:
     async def scenario() -> tuple[bool, bool]:
         sqs, counts = FakeSQS(), Counts()
         sqs.delete_gate = asyncio.Event()
-        settler, _ = _one_handled(sqs, counts)
-        flushing = asyncio.create_task(settler.flush())
-        room = asyncio.create_task(settler.wait_for_room())
+        settlement, _ = _one_handled(sqs, counts)
+        flushing = asyncio.create_task(settlement.checkpointer.checkpoint())
+        room = asyncio.create_task(settlement.intake.wait_for_room())
         await asyncio.sleep(0.05)
         waited = not room.done()
         sqs.delete_gate.set()
@@ -190,10 +188,10 @@ def test_a_delete_that_never_returns_delays_receives_only_briefly() -> None:
     async def scenario() -> bool:
         sqs, counts = FakeSQS(), Counts()
         sqs.delete_gate = asyncio.Event()  # never set: SQS stopped answering
-        settler, _ = _one_handled(sqs, counts)
-        flushing = asyncio.create_task(settler.flush())
+        settlement, _ = _one_handled(sqs, counts)
+        flushing = asyncio.create_task(settlement.checkpointer.checkpoint())
         await asyncio.sleep(0)
-        await asyncio.wait_for(settler.wait_for_room(), DELETES_FIRST_SECONDS * 4)
+        await asyncio.wait_for(settlement.intake.wait_for_room(), DELETES_FIRST_SECONDS * 4)
         still_deleting = not flushing.done()
         flushing.cancel()
         return still_deleting
@@ -202,24 +200,24 @@ def test_a_delete_that_never_returns_delays_receives_only_briefly() -> None:
 
 
 def test_a_message_sqs_takes_back_before_any_checkpoint_is_not_counted_or_deleted() -> None:
-    async def scenario() -> tuple[FakeSQS, Counts, Settler]:
+    async def scenario() -> tuple[FakeSQS, Counts, Settlement]:
         sqs, counts = FakeSQS(), Counts()
-        settler = _settler(sqs, counts)
+        settlement = _settlement(sqs, counts)
         messages = [_message(n) for n in range(3)]
         # Due for an extension (within half the timeout), which SQS refuses.
-        settler.ledger.hold([m.receipt_handle for m in messages], time.monotonic() + 1)
+        settlement.ledger.hold([m.receipt_handle for m in messages], time.monotonic() + 1)
         for message in messages:
-            _handle(settler, counts, message)
+            _handle(settlement, counts, message)
         sqs.refuse_extensions = True
-        await settler._extend_expiring()
-        await settler.flush()
-        return sqs, counts, settler
+        await settlement.heartbeat.extend_expiring()
+        await settlement.checkpointer.checkpoint()
+        return sqs, counts, settlement
 
-    sqs, counts, settler = asyncio.run(scenario())
+    sqs, counts, settlement = asyncio.run(scenario())
     assert counts.count == 0
     assert counts.exported == [0]
     assert sqs.deleted == []
-    assert settler.held == 0
+    assert settlement.ledger.held == 0
 
 
 def test_a_message_taken_back_during_a_checkpoint_waits_for_its_result() -> None:
@@ -227,10 +225,10 @@ def test_a_message_taken_back_during_a_checkpoint_waits_for_its_result() -> None
         sqs, counts = FakeSQS(), Counts()
         counts.durable = durable
         counts.gate = asyncio.Event()
-        settler, message = _one_handled(sqs, counts)
-        flushing = asyncio.create_task(settler.flush())
+        settlement, message = _one_handled(sqs, counts)
+        flushing = asyncio.create_task(settlement.checkpointer.checkpoint())
         await asyncio.sleep(0)  # the export has taken its snapshot and waits
-        settler.ledger.discard([message.receipt_handle])
+        settlement.ledger.discard([message.receipt_handle])
         assert counts.count == 1, "taken back while an export may carry it"
         counts.gate.set()
         await flushing
@@ -247,14 +245,14 @@ def test_a_message_taken_back_during_a_checkpoint_waits_for_its_result() -> None
 def test_a_held_message_keeps_no_reference_to_its_body() -> None:
     async def scenario() -> None:
         sqs, counts = FakeSQS(), Counts()
-        settler = _settler(sqs, counts)
+        settlement = _settlement(sqs, counts)
         body = "".join(["{", '"a": 1', "}"])  # an object only this test refers to
         message = RawMessage("queue", "id", "receipt", body=body)
-        settler.hold([message])
-        _handle(settler, counts, message)
+        settlement.intake.hold([message])
+        _handle(settlement, counts, message)
         del message
         # Held until a checkpoint, for up to hours in an outage: bodies would be the bulk.
-        assert settler.held == 1
+        assert settlement.ledger.held == 1
         assert sys.getrefcount(body) == 2  # `body` here, and getrefcount's argument
 
     asyncio.run(scenario())
@@ -262,28 +260,50 @@ def test_a_held_message_keeps_no_reference_to_its_body() -> None:
 
 def test_in_a_batch_each_undo_goes_to_the_message_its_event_came_from() -> None:
     sqs, counts = FakeSQS(), Counts()
-    settler = _settler(sqs, counts)
+    settlement = _settlement(sqs, counts)
     batch = [_message(n) for n in range(3)]
-    settler.hold(batch)
-    with settler.handling_batch(batch) as slots:
-        slots[1].decide(rejection("malformed_json"))  # rejected while decoding
+    settlement.intake.hold(batch)
+    with settlement.intake.handling(batch) as slots:
+        message = asyncio.run(parse_batch(BatchDelivery(batch, slots)))
+        message.reject_entry(1, "malformed_json")  # rejected while decoding
         counts.count += 2
         undos = [lambda: None, lambda: setattr(counts, "count", counts.count - 1)]
-        undo_if_redelivered(*undos)  # for messages 0 and 2, the two events handled
+        message.undo_if_redelivered(undos)  # for messages 0 and 2, the two events handled
         for slot in slots:
             slot.decide(ACK)
     assert [s.undo for s in slots] == [[undos[0]], [], [undos[1]]]
     # SQS takes message 2 back before any checkpoint: its count, and only its, goes.
-    settler.ledger.discard([batch[2].receipt_handle])
+    settlement.ledger.discard([batch[2].receipt_handle])
     assert counts.count == 1
 
 
 def test_a_batch_handler_that_passes_the_wrong_number_of_undos_is_told_so() -> None:
-    settler = _settler(FakeSQS(), Counts())
+    settlement = _settlement(FakeSQS(), Counts())
     batch = [_message(n) for n in range(2)]
-    settler.hold(batch)
-    with (
-        pytest.raises(ValueError, match="one undo per event it was given"),
-        settler.handling_batch(batch),
-    ):
-        undo_if_redelivered(lambda: None)
+    settlement.intake.hold(batch)
+    with settlement.intake.handling(batch) as slots:
+        message = asyncio.run(parse_batch(BatchDelivery(batch, slots)))
+        with pytest.raises(ValueError, match="one undo per event it was given"):
+            message.undo_if_redelivered([lambda: None])
+
+
+def test_closing_the_settlement_keeps_the_heartbeat_going_through_the_last_checkpoint() -> None:
+    # A last export may wait for a slow receiver; held messages must stay hidden meanwhile.
+    options = SettleOptions(visibility_timeout=5, flush_interval=0.05)
+
+    async def scenario() -> tuple[FakeSQS, Counts, int]:
+        sqs, counts = FakeSQS(), Counts()
+        settlement = _settlement(sqs, counts, options)
+        async with settlement:
+            settlement.intake.hold([_message(0), _message(1)])
+            _handle(settlement, counts, _message(0))  # message 1 is never handled
+            counts.gate = asyncio.Event()
+            asyncio.get_running_loop().call_later(3, counts.gate.set)
+        return sqs, counts, settlement.ledger.held
+
+    sqs, counts, held = asyncio.run(scenario())
+    extended = {c.receipt_handle for c in sqs.visibility if c.timeout == options.visibility_timeout}
+    assert extended >= {"receipt-0", "receipt-1"}, "the heartbeat ran during the last export"
+    assert sqs.deleted == ["receipt-0"]
+    assert [c.receipt_handle for c in sqs.visibility if c.timeout == 0] == ["receipt-1"]
+    assert (counts.exported[-1], held) == (1, 0)

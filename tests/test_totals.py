@@ -2,7 +2,8 @@ from __future__ import annotations
 
 import json
 
-from worker.totals import OTHER_TYPE, Totals, TypeCap, summary_lines, totals_summary
+from worker.events import OTHER_TYPE
+from worker.totals import Totals, TypeCap, summary_lines, totals_summary
 
 
 def test_the_cap_keeps_the_first_types_and_folds_the_rest_into_other() -> None:

@@ -195,9 +195,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(str(error))
     except QueueNotFound as error:
         return _fail(f"queue {error.queue!r} does not exist; create it with `nps-worker provision`")
-    except SQS_ERRORS as error:
-        return _fail(f"SQS: {error}")
-    except SQSRefused as error:
+    except (*SQS_ERRORS, SQSRefused) as error:
         return _fail(f"SQS: {error}")
     except KeyboardInterrupt:
         return 130

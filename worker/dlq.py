@@ -13,21 +13,13 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, Final
 
+from .dead_letter_names import DEAD_LETTER_ATTRIBUTES
 from .faststream_sqs import (
     MAX_BATCH_ENTRIES,
-    DeadLetterAttributes,
     RawMessage,
     SQSClient,
     SQSRefused,
     VisibilityChange,
-)
-
-# The contract's names for what a dead letter carries (see the README).
-DEAD_LETTER_ATTRIBUTES: Final = DeadLetterAttributes(
-    reason="nps-reject-reason",
-    detail="nps-reject-detail",
-    original_id="nps-original-message-id",
-    redrive_run="nps-redrive-run",
 )
 
 # Long enough to read or move one batch; peeked messages are handed back right after.

@@ -11,7 +11,7 @@ import math
 import unicodedata
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Annotated, Any, Final, Literal
+from typing import Annotated, Any, Final, Literal, get_args
 
 from pydantic import (
     AfterValidator,
@@ -23,19 +23,14 @@ from pydantic import (
 )
 
 RejectReason = Literal["malformed_json", "not_an_object", "missing_field", "invalid_field"]
-REJECT_REASONS: Final[tuple[RejectReason, ...]] = (
-    "malformed_json",
-    "not_an_object",
-    "missing_field",
-    "invalid_field",
-)
+REJECT_REASONS: Final[tuple[RejectReason, ...]] = get_args(RejectReason)
 MAX_DETAIL_CHARS: Final = 256
 MAX_TYPE_CHARS: Final = 64
 # Far above any price, and low enough that a per-type sum stays finite and, below
 # 2**53 cents (about 9e13), exact to the cent; 1e308 twice would overflow to inf.
 MAX_EVENT_VALUE: Final = 1_000_000_000
 # The label for types beyond MAX_EVENT_TYPES: no event may claim it.
-OVERFLOW_TYPE: Final = "_other"
+OTHER_TYPE: Final = "_other"
 
 _TIME_PROBLEM: Final = "must be 'YYYY-MM-DD HH:MM:SS' or an ISO 8601 date and time"
 
@@ -80,8 +75,8 @@ def _label_safe(raw: str) -> str:
     # the usual case, one C call settles it instead of a lookup per character.
     if not raw.isprintable() and any(unicodedata.category(char) in ("Cc", "Cf") for char in raw):
         raise ValueError("must not contain control characters")
-    if raw == OVERFLOW_TYPE:
-        raise ValueError(f"{OVERFLOW_TYPE!r} is reserved for types beyond MAX_EVENT_TYPES")
+    if raw == OTHER_TYPE:
+        raise ValueError(f"{OTHER_TYPE!r} is reserved for types beyond MAX_EVENT_TYPES")
     return raw
 
 

@@ -8,7 +8,8 @@ from typing import Any, cast
 from faststream.message import StreamMessage
 
 from .events import Event, Rejection, parse_event
-from .faststream_sqs import SQSBatchMessage, SQSBroker, undo_if_redelivered
+from .faststream_sqs import SQSBroker
+from .faststream_sqs.annotations import SQSBatchMessage
 from .settings import Settings
 from .sqs_options import subscription
 from .telemetry import Metrics
@@ -30,7 +31,7 @@ async def decode_events(message: StreamMessage[Any]) -> list[Event]:
 
 def subscribe(broker: SQSBroker, settings: Settings, metrics: Metrics) -> None:
     @broker.subscriber(**subscription(settings), batch=True, decoder=decode_events)
-    async def count_events(events: list[Event]) -> None:
+    async def count_events(events: list[Event], message: SQSBatchMessage) -> None:
         # Should SQS take a message back before a checkpoint exported its count (a
         # refused visibility extension), its redelivery counts it instead.
-        undo_if_redelivered(*metrics.record_events(events))
+        message.undo_if_redelivered(metrics.record_events(events))

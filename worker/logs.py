@@ -36,5 +36,5 @@ def configure_logging(settings: Settings) -> None:
             max(logging.WARNING, logging.getLevelName(settings.log_level))
         )
     # The SDK's exporters log an error per failed attempt (every second in an outage);
-    # the checkpoint reader reports each change of state once, with the reason.
+    # the checkpointer reports each change of state once, with the reason.
     logging.getLogger("opentelemetry.exporter").setLevel(logging.CRITICAL)

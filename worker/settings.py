@@ -13,7 +13,7 @@ from urllib.parse import urlparse
 from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from .faststream_sqs.limits import (
+from .faststream_sqs import (
     DEFAULT_CONCURRENCY,
     DEFAULT_READ_TIMEOUT,
     DEFAULT_VISIBILITY_TIMEOUT,

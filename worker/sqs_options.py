@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from .dlq import DEAD_LETTER_ATTRIBUTES
+from .dead_letter_names import DEAD_LETTER_ATTRIBUTES
 from .faststream_sqs import SettleOptions, SQSBroker, SQSClient, SQSConnection
 from .settings import Settings
 from .telemetry import Metrics
@@ -35,16 +35,16 @@ def make_client(settings: Settings, *, threads: int = 4, **overrides: Any) -> SQ
 def make_broker(settings: Settings, metrics: Metrics, sqs: SQSConnection) -> SQSBroker:
     return SQSBroker(
         sqs,
-        checkpoint=metrics.checkpoint,
+        store_effects=metrics.export,
         observer=metrics,
         settle=SettleOptions(
             visibility_timeout=settings.sqs_visibility_timeout,
             idle_checkpoint_interval=settings.export_interval_seconds,
             dead_letter_attributes=DEAD_LETTER_ATTRIBUTES,
         ),
-        adapter_logger=logging.getLogger("worker.sqs"),
-        logger=logging.getLogger("worker.faststream"),
-        # FastStream logs every message received and processed: fine for debugging only.
+        # The adapter's lines (outages, settling) at their own levels; FastStream's line
+        # per message received and processed at DEBUG: fine for debugging only.
+        logger=logging.getLogger("worker.sqs"),
         log_level=logging.DEBUG,
     )
 

@@ -1,8 +1,8 @@
 """The one module that knows OpenTelemetry: provider, exporter, instruments.
 
-Collection is driven by the worker, not by a timer thread: `checkpoint()` collects
-and exports, and says whether the export reached the Collector. The SQS adapter
-deletes a message only after a successful checkpoint that included its count.
+Collection is driven by the worker, not by a timer thread: `export()` collects and
+exports, and returns whether the receiver stored it. The SQS adapter deletes a
+message only after a stored export that included its count.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, V
 from opentelemetry.sdk.resources import SERVICE_INSTANCE_ID, SERVICE_NAME, Resource
 
 from .events import REJECT_REASONS, Event
-from .faststream_sqs import Outage, QueueDepth
+from .faststream_sqs import STORED, QueueDepth, Verdict, not_stored
 from .otlp_durability import ExportVerdicts, grpc_exporter, http_exporter
 from .settings import Settings
 from .totals import Totals, TypeCap
@@ -61,13 +61,8 @@ DURATION_BUCKETS: Final = (
 )  # fmt: skip
 
 
-class CheckpointReader(MetricReader):
-    """Exports on demand and says whether the receiver stored it.
-
-    A failed checkpoint is logged once when checkpoints start failing (and again
-    when the reason changes), and once when they succeed again: an outage is a
-    state, not a line per attempt.
-    """
+class OnDemandReader(MetricReader):
+    """Exports when asked, and says whether the receiver stored it."""
 
     def __init__(
         self, exporter: MetricExporter | None, verdicts: ExportVerdicts | None = None
@@ -82,11 +77,6 @@ class CheckpointReader(MetricReader):
         self._verdicts = verdicts or ExportVerdicts()
         self._lock = threading.Lock()
         self._last_ok: bool | None = None
-        self._outage = Outage(
-            log,
-            "checkpoint not stored (%(detail)s); holding every uncounted message and retrying",
-            "checkpoints are stored again; deleting counted messages",
-        )
 
     def _receive_metrics(
         self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any
@@ -103,20 +93,15 @@ class CheckpointReader(MetricReader):
             if self._verdicts.last_failure is None:
                 self._verdicts.record(f"export failed: {error}")
         self._last_ok = result is MetricExportResult.SUCCESS
-        self._report(self._verdicts.last_failure if not self._last_ok else None)
 
-    def _report(self, failure: str | None) -> None:
-        if failure is None:
-            self._outage.succeeded()
-        else:
-            self._outage.failed(failure, kind=failure.split(":", 1)[0])
-
-    def export_now(self) -> bool:
+    def export_now(self) -> Verdict:
         with self._lock:  # one export at a time, and its result is ours
             self._last_ok = None
             self.collect()
             # No data means nothing to make durable: the SDK then skips the export.
-            return self._last_ok is not False
+            if self._last_ok is not False:
+                return STORED
+            return not_stored(self._verdicts.last_failure or "export failed")
 
     def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
         if self._exporter is not None:
@@ -154,7 +139,7 @@ class Metrics:
         verdicts: ExportVerdicts | None = None,
     ) -> None:
         self.resource = build_resource()
-        self._reader = CheckpointReader(exporter, verdicts)
+        self._reader = OnDemandReader(exporter, verdicts)
         self._provider = MeterProvider(
             resource=self.resource,
             metric_readers=[self._reader],
@@ -229,10 +214,6 @@ class Metrics:
 
     # Domain
 
-    def record_event(self, event: Event) -> Callable[[], None]:
-        """Count `event`; returns what takes the count back (before it is exported)."""
-        return self.record_events([event])[0]
-
     def record_events(self, events: Sequence[Event]) -> list[Callable[[], None]]:
         """Count each event; returns, per event, what takes its count back."""
         now = time.time()
@@ -281,8 +262,8 @@ class Metrics:
 
     # Export
 
-    async def checkpoint(self) -> bool:
-        """Export everything recorded so far; True once the Collector has it."""
+    async def export(self) -> Verdict:
+        """Export everything recorded so far; STORED once the receiver has it."""
         # Taken here, on the event loop that records events, so the export thread
         # reads a consistent copy that includes every event handled before this call.
         self._snapshot = [

@@ -9,11 +9,8 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Final
 
-from .events import OVERFLOW_TYPE
-
-OTHER_TYPE: Final = OVERFLOW_TYPE
+from .events import OTHER_TYPE
 
 
 class TypeCap:

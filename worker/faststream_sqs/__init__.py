@@ -2,12 +2,14 @@
 
 The only package that imports `faststream._internal` (pinned: see pyproject) and
 boto3. Everything else in the worker uses the names exported here. It knows nothing
-of the application: attribute and logger names are passed in.
+of the application: attribute names and the logger are passed in.
 
-One batch, forward: `subscriber` polls (`client`), holds the batch in the `settle`
-driver's `ledger`, runs it through FastStream, whole (`batch=True`) or message by
-message (`parser` → `message`, whose ack, nack or reject lands in the ledger), then
-`settle` applies the decisions to SQS.
+One batch, forward: `subscriber` polls (`client`) and holds the batch in the
+settlement's `ledger` (`intake`), runs it through FastStream, whole (`batch=True`)
+or message by message (`parser` -> `message`, whose ack, nack or reject lands in the
+ledger), then `intake` applies the decisions other than ack; `checkpointer` stores the
+handlers' effects and deletes, `heartbeat` keeps held messages hidden (`settlement`).
+A handler reaches its message through FastStream's context: `annotations`.
 """
 
 from .broker import SQSBroker
@@ -25,7 +27,7 @@ from .client import (
     is_missing_queue,
 )
 from .dead_letters import DeadLetterAttributes
-from .ledger import ACK, NACK, Decision, rejection
+from .ledger import ACK, NACK, Decision, Undo, rejection
 from .limits import (
     DEFAULT_CONCURRENCY,
     DEFAULT_READ_TIMEOUT,
@@ -37,10 +39,12 @@ from .limits import (
     long_poll_fits,
 )
 from .message import SQSBatchMessage, SQSMessage
+from .observer import SQSObserver
+from .options import SettleOptions
 from .outage import Outage
-from .settle import SettleOptions, SQSObserver, undo_if_redelivered
 from .subscriber import SQSSubscriber
 from .testing import TestSQSBroker, publish_batch
+from .verdict import STORED, StoreEffects, Verdict, not_stored
 
 __all__ = (
     "ACK",
@@ -53,6 +57,7 @@ __all__ = (
     "MAX_WAIT_SECONDS",
     "NACK",
     "SQS_ERRORS",
+    "STORED",
     "DeadLetterAttributes",
     "Decision",
     "Outage",
@@ -69,12 +74,15 @@ __all__ = (
     "SQSRefused",
     "SQSSubscriber",
     "SettleOptions",
+    "StoreEffects",
     "TestSQSBroker",
+    "Undo",
+    "Verdict",
     "VisibilityChange",
     "calls_still_running",
     "is_missing_queue",
     "long_poll_fits",
+    "not_stored",
     "publish_batch",
     "rejection",
-    "undo_if_redelivered",
 )

@@ -37,9 +37,11 @@ from .limits import (
     long_poll_fits,
 )
 from .message import AnyDelivery
+from .observer import SQSObserver
+from .options import SettleOptions
 from .parser import decode_body, parse_message
-from .settle import Checkpoint, SettleOptions, SQSObserver, always_durable
 from .subscriber import SQSSubscriber, SQSSubscriberSpecification
+from .verdict import StoreEffects, nothing_to_store
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -160,16 +162,21 @@ class SQSRegistrator(Registrator[AnyDelivery, SQSBrokerConfig]):
 
 
 class SQSBroker(SQSRegistrator, BrokerUsecase[AnyDelivery, SQSClient, SQSBrokerConfig]):
-    """A consume-only FastStream broker for Amazon SQS (boto3 underneath)."""
+    """A consume-only FastStream broker for Amazon SQS (boto3 underneath).
+
+    `store_effects` makes what handlers recorded durable (see `verdict`): a handled
+    message is deleted only after a call to it that began after its handler returned
+    said STORED. `logger` takes FastStream's message log (at `log_level`) and the
+    adapter's own lines (polls, settling, outages, at their own levels).
+    """
 
     def __init__(
         self,
         connection: SQSConnection | None = None,
         *,
-        checkpoint: Checkpoint = always_durable,
+        store_effects: StoreEffects = nothing_to_store,
         observer: SQSObserver | None = None,
         settle: SettleOptions | None = None,
-        adapter_logger: logging.Logger = DEFAULT_LOGGER,
         graceful_timeout: float | None = 15.0,
         ack_policy: AckPolicy = EMPTY,
         middlewares: Sequence[BrokerMiddleware[Any, Any]] = (),
@@ -182,9 +189,9 @@ class SQSBroker(SQSRegistrator, BrokerUsecase[AnyDelivery, SQSClient, SQSBrokerC
         context: ContextRepo | None = None,
     ) -> None:
         config = SQSBrokerConfig(
-            checkpoint=checkpoint,
+            store_effects=store_effects,
             settle=settle or SettleOptions(),
-            log=adapter_logger,
+            log=logger if isinstance(logger, logging.Logger) else DEFAULT_LOGGER,
             broker_middlewares=middlewares,
             broker_parser=parser,
             broker_decoder=decoder,

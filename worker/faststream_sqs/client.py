@@ -13,6 +13,7 @@ import threading
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from functools import partial
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
@@ -26,6 +27,9 @@ if TYPE_CHECKING:
     from mypy_boto3_sqs.client import SQSClient as Boto3SQSClient
 
 T = TypeVar("T")
+
+# What every received message carries besides its body (SQS sends only what is asked).
+RECEIVED_ATTRIBUTES: Final = ["ApproximateReceiveCount", "SentTimestamp", "MessageGroupId"]
 
 _MISSING_QUEUE_CODES: Final = frozenset(
     {"AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist"}
@@ -102,6 +106,16 @@ class RawMessage:
     @property
     def receive_count(self) -> int:
         return int(self.attributes.get("ApproximateReceiveCount", "1"))
+
+    @property
+    def sent_at(self) -> datetime | None:
+        stamp = self.attributes.get("SentTimestamp")
+        return datetime.fromtimestamp(int(stamp) / 1000, UTC) if stamp else None
+
+    @property
+    def group_id(self) -> str | None:
+        """Set on FIFO queues, and on standard queues whose producers use fair queuing."""
+        return self.attributes.get("MessageGroupId")
 
     def attribute(self, name: str) -> str | None:
         """A string message attribute's value; None when absent or not a string."""
@@ -257,7 +271,7 @@ class SQSClient:
             MaxNumberOfMessages=max_messages,
             WaitTimeSeconds=wait_seconds,
             VisibilityTimeout=visibility_timeout,
-            MessageSystemAttributeNames=["ApproximateReceiveCount", "SentTimestamp"],
+            MessageSystemAttributeNames=RECEIVED_ATTRIBUTES,
             MessageAttributeNames=["All"],
         )
         return [

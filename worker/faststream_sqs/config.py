@@ -16,15 +16,18 @@ from faststream.middlewares import AckPolicy
 
 from .client import SQSClient
 from .limits import DEFAULT_CONCURRENCY, DEFAULT_WAIT_SECONDS, MAX_BATCH_ENTRIES
-from .settle import Checkpoint, NoObserver, SettleOptions, SQSObserver, always_durable
+from .observer import NoObserver, SQSObserver
+from .options import SettleOptions
+from .verdict import StoreEffects, nothing_to_store
 
-# The adapter's own log (polls, settling, outages), unless the application names another.
+# The adapter's own log (polls, settling, outages), unless the application gives the
+# broker a logger: then FastStream's message log and the adapter's share it.
 DEFAULT_LOGGER: logging.Logger = logging.getLogger("faststream_sqs")
 
 
 @dataclass(kw_only=True)
 class SQSBrokerConfig(BrokerConfig):
-    checkpoint: Checkpoint = always_durable
+    store_effects: StoreEffects = nothing_to_store
     observer: SQSObserver = field(default_factory=NoObserver)
     settle: SettleOptions = field(default_factory=SettleOptions)
     log: logging.Logger = DEFAULT_LOGGER

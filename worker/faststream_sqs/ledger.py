@@ -2,7 +2,10 @@
 
 Pure and synchronous: no I/O, no clock (callers pass `now`), no event loop. Each
 method moves receipt handles between states and returns the handles the caller must
-act on; `settle.Settler` makes those SQS calls and nothing else.
+act on; the settlement parts (`intake`, `checkpointer`, `heartbeat`) make those SQS
+calls and nothing else. Every state change ends in one call of `on_change`, the one
+place from which whoever waits on the ledger (room to receive, a checkpoint wanted) is
+woken.
 
     HELD ──ack──▶ DECIDED ──checkpoint──▶ CHECKPOINTING ──stored──▶ CHECKPOINTED
       │              ▲                          │                        │
@@ -16,17 +19,22 @@ The rules, each written once below:
   succeeded, or after its dead-letter copy was stored;
 - a discarded message is never deleted (its receipt is stale) and its count is taken back
   unless a checkpoint may have stored it: then a running checkpoint decides;
-- a released message's count is taken back: its redelivery is the one that counts.
+- a released message's count is taken back: its redelivery is the one that counts
+  (handing a message back and SQS taking it back are one transition: `discard`).
 """
 
 from __future__ import annotations
 
 import enum
+import functools
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
-from typing import Final, Literal
+from typing import Concatenate, Final, Literal, ParamSpec, TypeVar
 
 Undo = Callable[[], None]
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,7 +74,8 @@ class Slot:
     decision: Decision | None = None
     # Reverses what handling recorded, while no stored checkpoint has carried it.
     undo: list[Undo] = field(default_factory=list)
-    handling: bool = False
+    # Its handler is running: what it recorded is settled when the handler returns.
+    in_handler: bool = False
     # Undo steps a running checkpoint may have stored: their fate waits for its result.
     carried: int | None = None
     # SQS has it again: never delete it.
@@ -100,15 +109,41 @@ class Checkpoint:
     carried: list[Slot]
 
 
+def _changes(
+    method: Callable[Concatenate[Ledger, _P], _R],
+) -> Callable[Concatenate[Ledger, _P], _R]:
+    """Marks a state change: `on_change` runs once it is complete."""
+
+    @functools.wraps(method)
+    def changed(ledger: Ledger, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
+        result = method(ledger, *args, **kwargs)
+        ledger.on_change()
+        return result
+
+    return changed
+
+
+def _nothing() -> None:
+    pass
+
+
 class Ledger:
-    def __init__(self, *, max_held: int, checkpoint_messages: int) -> None:
+    def __init__(
+        self,
+        *,
+        max_held: int,
+        checkpoint_messages: int,
+        on_change: Callable[[], None] = _nothing,
+    ) -> None:
         self._max_held = max_held
         self._checkpoint_messages = checkpoint_messages
+        self.on_change = on_change
         self._slots: dict[str, Slot] = {}
         # Acked, in the order their handlers acked them (a dict: removal is O(1)).
         self._decided: dict[str, Slot] = {}
-        self._handling: set[Slot] = set()
+        self._in_handler: set[Slot] = set()
         self._checkpoint: Checkpoint | None = None
+        self._deleting = 0
 
     # What the driver asks
 
@@ -128,40 +163,50 @@ class Ledger:
         return len(self._decided)
 
     @property
+    def deleting(self) -> int:
+        """Messages whose delete call is running: a kill now would count them twice."""
+        return self._deleting
+
+    @property
     def checkpoint_wanted(self) -> bool:
         """Enough acked messages wait that a checkpoint should start now."""
         return self.waiting >= self._checkpoint_messages or (self.waiting > 0 and not self.room)
 
     def state(self, receipt_handle: str) -> State | None:
-        """None once deleted, released or discarded (or never held)."""
+        """None once deleted, released or discarded (or never held): the ledger's one
+        query by message, for whoever observes it from outside (its tests do)."""
         slot = self._slots.get(receipt_handle)
         return None if slot is None else slot.state
 
     # Receive and handle
 
+    @_changes
     def hold(self, receipt_handles: Iterable[str], expires_at: float) -> None:
         for handle in receipt_handles:
             self._slots[handle] = Slot(handle, expires_at)
 
+    @_changes
     def start_handling(self, receipt_handle: str) -> Slot:
         slot = self._slots.get(receipt_handle)
         if slot is None:  # SQS took it back before its handler ran
             slot = Slot(receipt_handle, 0.0, discarded=True)
-        slot.handling = True
-        self._handling.add(slot)
+        slot.in_handler = True
+        self._in_handler.add(slot)
         return slot
 
+    @_changes
     def finish_handling(self, slot: Slot) -> None:
         """An ack waits for a checkpoint from now on, so no checkpoint can carry its count
         without also deleting it."""
-        slot.handling = False
-        self._handling.discard(slot)
+        slot.in_handler = False
+        self._in_handler.discard(slot)
         if slot.discarded:
             self._settle_discarded(slot)
         elif slot.decision == ACK and slot.state is State.HELD:
             slot.state = State.DECIDED
             self._decided[slot.receipt_handle] = slot
 
+    @_changes
     def after_batch(self, receipt_handles: Iterable[str]) -> AfterBatch:
         """The batch's other decisions: nacked and undecided messages are released here."""
         dead_letter: list[Slot] = []
@@ -177,24 +222,27 @@ class Ledger:
                 dead_letter.append(slot)
             elif slot.decision.outcome == "nack":
                 back_off.append(handle)
-        self._release(back_off + release)
+        self._discard(back_off + release)
         return AfterBatch(dead_letter, back_off, release)
 
-    def dead_lettered(self, slots: Iterable[Slot]) -> None:
+    @_changes
+    def copies_stored(self, slots: Iterable[Slot]) -> None:
         """Their record is the DLQ copy: delete them now, so a crash cannot leave a second
         copy behind by redelivering the original."""
         for slot in slots:
             if not slot.discarded:
                 slot.state = State.CHECKPOINTED
 
-    def dead_letter_failed(self, slots: Iterable[Slot]) -> list[str]:
+    @_changes
+    def copies_failed(self, slots: Iterable[Slot]) -> list[str]:
         """Released, to be retried after a backoff."""
         handles = [s.receipt_handle for s in slots if not s.discarded]
-        self._release(handles)
+        self._discard(handles)
         return handles
 
     # Checkpoint
 
+    @_changes
     def begin_checkpoint(self) -> Checkpoint:
         """Every acked message; and the export may store whatever any other message's
         handler recorded so far (one still running, or one about to be nacked), so
@@ -206,12 +254,13 @@ class Ledger:
         for slot in acked:
             slot.state = State.CHECKPOINTING
         others = {s for s in self._slots.values() if s.state is State.HELD and s.undo}
-        carried = acked + list(others | self._handling)
+        carried = acked + list(others | self._in_handler)
         for slot in carried:
             slot.carried = len(slot.undo)
         self._checkpoint = Checkpoint(acked, carried)
         return self._checkpoint
 
+    @_changes
     def end_checkpoint(self, checkpoint: Checkpoint, *, stored: bool) -> None:
         """Stored: what it carried can no longer be taken back, and its acks are deleted.
         Not stored: the acks wait for the next one."""
@@ -222,7 +271,7 @@ class Ledger:
             steps, slot.carried = slot.carried or 0, None
             if stored:
                 del slot.undo[:steps]
-            if slot.discarded and not slot.handling:
+            if slot.discarded and not slot.in_handler:
                 slot._take_back()  # what the checkpoint did not store
         retry: dict[str, Slot] = {}
         for slot in checkpoint.acked:
@@ -237,13 +286,16 @@ class Ledger:
 
     # Delete
 
+    @_changes
     def begin_deletes(self) -> list[str]:
         """Every stored message not yet being deleted: ours alone, so never deleted twice."""
         handles = [h for h, s in self._slots.items() if s.state is State.CHECKPOINTED]
         for handle in handles:
             self._slots[handle].state = State.DELETING
+        self._deleting += len(handles)
         return handles
 
+    @_changes
     def end_deletes(self, receipt_handles: Iterable[str], *, answered: bool) -> None:
         """`answered`: SQS replied (what it refused comes back and is counted then, as
         any redelivery would be); otherwise the call failed and they wait for the next try."""
@@ -251,6 +303,7 @@ class Ledger:
             slot = self._slots.get(handle)
             if slot is None or slot.state is not State.DELETING:
                 continue
+            self._deleting -= 1
             if answered:
                 del self._slots[handle]
             else:
@@ -258,50 +311,55 @@ class Ledger:
 
     # Visibility
 
+    @_changes
     def due_for_extension(self, now: float, horizon: float) -> tuple[list[str], list[str]]:
         """(lapsed, expiring): lapsed messages are visible again, so another receive may
         have them: they are SQS's again, as if an extension had been refused."""
         lapsed = [h for h, s in self._slots.items() if s.expires_at <= now]
-        self.discard(lapsed)
+        self._discard(lapsed)
         expiring = [h for h, s in self._slots.items() if s.expires_at <= horizon]
         return lapsed, expiring
 
+    @_changes
     def extended(
         self, receipt_handles: Iterable[str], refused: Collection[str], expires_at: float
     ) -> None:
         """A refused extension means a stale receipt (or SQS's 12 h cap): discarded."""
-        self.discard(h for h in receipt_handles if h in refused)
+        self._discard(h for h in receipt_handles if h in refused)
         for handle in receipt_handles:
             slot = self._slots.get(handle)
             if slot is not None:
                 slot.expires_at = expires_at
 
+    @_changes
     def discard(self, receipt_handles: Iterable[str]) -> None:
-        """SQS has these again (to this worker or another): forget them, never delete
-        them, and take back their effects unless a running checkpoint may store them
-        (its result decides) or their handler still runs (its end does)."""
+        """SQS has these again (it took them back, or we hand them back): forget them,
+        never delete them, and take back their effects unless a running checkpoint may
+        store them (its result decides) or their handler still runs (its end does)."""
+        self._discard(receipt_handles)
+
+    def _discard(self, receipt_handles: Iterable[str]) -> None:
         for handle in list(receipt_handles):
             slot = self._slots.pop(handle, None)
             if slot is None:
                 continue
+            if slot.state is State.DELETING:
+                self._deleting -= 1
             slot.discarded = True
             self._decided.pop(handle, None)
             self._settle_discarded(slot)
 
     # Shutdown
 
+    @_changes
     def hand_back_all(self) -> list[str]:
         """Shutting down: everything not stored is released (its effects taken back); what
         was stored stays, for a last delete."""
         stored = (State.CHECKPOINTED, State.DELETING)
         stranded = [h for h, s in self._slots.items() if s.state not in stored]
-        self._release(stranded)
+        self._discard(stranded)
         return stranded
 
-    def _release(self, receipt_handles: Iterable[str]) -> None:
-        # Handed back by us: the same as SQS taking it back, for the count.
-        self.discard(receipt_handles)
-
     def _settle_discarded(self, slot: Slot) -> None:
-        if not slot.handling and slot.carried is None:
+        if not slot.in_handler and slot.carried is None:
             slot._take_back()

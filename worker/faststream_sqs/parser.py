@@ -32,7 +32,7 @@ async def parse_message(delivery: Delivery) -> SQSMessage:
         message_id=raw.message_id,
         correlation_id=headers.get("correlation_id") or raw.message_id,
         content_type=headers.get("content-type"),
-        decide=delivery.decide,
+        slot=delivery.slot,
     )
 
 

@@ -1,17 +1,18 @@
 """The SQS subscriber: long-polling loops that feed FastStream's handler pipeline.
 
-Each loop receives a batch, holds it in the `Settler`'s ledger, runs every message
+Each loop receives a batch, holds it in the settlement's ledger (`Intake`), runs it
 through `consume` (FastStream's middlewares, decoder and the user's handler, whose
-ack, nack or reject lands in the message's ledger slot), then has the `Settler`
-apply the batch's decisions to SQS.
+ack, nack or reject lands in the messages' ledger slots), then has the intake apply
+the batch's decisions to SQS. The subscriber owns its loops (a `Supervisor`) and its
+`Settlement` (an async context manager), and stops them in that order.
 """
 
 from __future__ import annotations
 
 import asyncio
-import random
 import time
 from collections.abc import AsyncIterator, Sequence
+from contextlib import AsyncExitStack
 from typing import TYPE_CHECKING, Any, Final
 
 from faststream._internal.endpoint.subscriber import (
@@ -22,30 +23,29 @@ from faststream.exceptions import FeatureNotSupportedException
 from faststream.specification.asyncapi.utils import resolve_payloads
 from faststream.specification.schema import Message, Operation, SubscriberSpec
 
+from .backoff import Backoff
 from .client import RawMessage
 from .config import (
     SQSBrokerConfig,
     SQSSubscriberConfig,
     SQSSubscriberSpecificationConfig,
 )
+from .intake import Intake
 from .message import AnyDelivery, BatchDelivery, Delivery
 from .outage import Outage
 from .parser import decode_batch, decode_body, parse_batch, parse_message
-from .settle import Settler
+from .settlement import Settlement
+from .tasks import Supervisor
 
 if TYPE_CHECKING:
     from faststream._internal.endpoint.publisher import PublisherProto
     from faststream._internal.endpoint.subscriber.call_item import CallsCollection
     from faststream.message import StreamMessage
 
-POLL_BACKOFF_CAP_SECONDS: Final = 30.0
+# After failed receives in a row: up to 1, 2, 4 ... s, at most 30 s, fully jittered.
+POLL_BACKOFF: Final = Backoff(base=1.0, cap=30.0)
 # A stopping poller may be inside a long poll; its reply is handed back, so wait for it.
 STOP_MARGIN_SECONDS: Final = 5.0
-
-
-def poll_backoff(failures: int) -> float:
-    """Seconds to wait after `failures` failed receives in a row: capped, full jitter."""
-    return random.uniform(0, min(POLL_BACKOFF_CAP_SECONDS, 0.5 * 2**failures))
 
 
 class SQSSubscriberSpecification(
@@ -94,11 +94,10 @@ class SQSSubscriber(SubscriberUsecase[AnyDelivery]):
         self.concurrency = config.concurrency
         self.queue_url = ""
         self.last_poll_at: float | None = None
-        self._settler: Settler | None = None
-        self._pollers: list[asyncio.Task[None]] = []
-        self._settling: asyncio.Task[None] | None = None
-        self._sampling: asyncio.Task[None] | None = None
         self.dead_letter_url: str | None = None
+        self._intake: Intake | None = None
+        self._settlement = AsyncExitStack()
+        self._loops = Supervisor(self._outer_config.log)
         self._receives = Outage(
             self._outer_config.log,
             f"cannot receive from {self.queue} (%(detail)s); backing off",
@@ -112,63 +111,49 @@ class SQSSubscriber(SubscriberUsecase[AnyDelivery]):
         self._stopping = False
         await super().start()
         if self.calls:
-            settler = await self._build_settler()
+            settlement = await self._settlement_for_queue()
             if self._stopping:
                 # FastStream ran stop() while we were resolving queue URLs (a SIGTERM
                 # during start-up): polling now would strand what the first poll brings.
                 return
-            self._settler = settler
-            self._settling = asyncio.create_task(self._settler.run())
-            self._sampling = asyncio.create_task(self._sample_depths())
-            self._pollers = [
-                asyncio.create_task(self._poll_loop()) for _ in range(self.concurrency)
-            ]
+            await self._settlement.enter_async_context(settlement)
+            self._intake = settlement.intake
+            self._loops.start("depth sampler", self._sample_depths)
+            for number in range(self.concurrency):
+                self._loops.start(f"poller {number + 1}", self._poll_loop)
         self._post_start()
 
     async def stop(self) -> None:
-        """Stop polling, hand back what late polls bring, settle what was handled."""
+        """Stop polling, hand back what late polls bring, then close the settlement."""
         self._stopping = True
         self.running = False
-        if self._sampling is not None:
-            self._sampling.cancel()
-            self._sampling = None
-        if self._pollers:
-            _, late = await asyncio.wait(
-                self._pollers, timeout=self.wait_time_seconds + STOP_MARGIN_SECONDS
-            )
-            for task in late:
-                task.cancel()
-            self._pollers = []
-        if self._settler is not None:
-            self._settler.stop()
-            if self._settling is not None:
-                await self._settling  # lets a checkpoint in progress finish
-                self._settling = None
-            await self._settler.close()
-            self._settler = None
+        await self._loops.join("depth sampler", timeout=0)  # between samples: nothing to lose
+        await self._loops.join(timeout=self.wait_time_seconds + STOP_MARGIN_SECONDS)
+        await self._settlement.aclose()  # the last checkpoint, its deletes, hand-backs
+        self._intake = None
         await super().stop()
 
     def healthy(self, max_poll_age: float) -> bool:
         """True while polls succeed (one within `max_poll_age` s) or are paused on purpose."""
         if not self.running or self.last_poll_at is None:
             return False
-        if self._settler is not None and self._settler.full:
+        if self._intake is not None and self._intake.full:
             return True  # paused until exports succeed: a restart would not help
         return time.monotonic() - self.last_poll_at <= max_poll_age
 
-    async def _build_settler(self) -> Settler:
+    async def _settlement_for_queue(self) -> Settlement:
         client = self._outer_config.client
         self.queue_url = await client.queue_url(self.queue)
         self.dead_letter_url = (
             await client.queue_url(self.dead_letter_queue) if self.dead_letter_queue else None
         )
-        return Settler(
+        return Settlement(
             # Deletes on their own client and threads: never queued behind long polls,
             # which would leave counted messages exposed to a crash for longer.
             self._outer_config.settle_client,
             self.queue_url,
             dead_letter_url=self.dead_letter_url,
-            checkpoint=self._outer_config.checkpoint,
+            store_effects=self._outer_config.store_effects,
             observer=self._outer_config.observer,
             options=self._outer_config.settle,
             log=self._outer_config.log,
@@ -177,36 +162,34 @@ class SQSSubscriber(SubscriberUsecase[AnyDelivery]):
     # The loop: poll -> consume -> settle
 
     async def _poll_loop(self) -> None:
-        settler = self._settler
-        assert settler is not None
+        intake = self._intake
+        assert intake is not None
         observer = self._outer_config.observer
         visibility = self._outer_config.settle.visibility_timeout
         while self.running:
-            await settler.wait_for_room()
+            await intake.wait_for_room()
             if not self.running:
                 return
             batch = await self._receive(visibility)
-            if batch is None:
-                continue
             if not batch:
                 continue
-            settler.hold(batch)
+            intake.hold(batch)
             if not self.running:
-                await settler.release(batch)
+                await intake.hand_back(batch)
                 return
             observer.received(self.queue, len(batch))
             if self.batch:
                 started = time.perf_counter()
-                with settler.handling_batch(batch) as slots:
+                with intake.handling(batch) as slots:
                     await self.consume(BatchDelivery(batch, slots))
                 observer.processed(self.queue, time.perf_counter() - started)
             else:
                 for raw in batch:
                     started = time.perf_counter()
-                    with settler.handling(raw) as slot:
-                        await self.consume(Delivery(raw, slot.decide))
+                    with intake.handling([raw]) as (slot,):
+                        await self.consume(Delivery(raw, slot))
                     observer.processed(self.queue, time.perf_counter() - started)
-            await settler.settle(batch)
+            await intake.settle(batch)
             del batch  # the bodies: a held message keeps only its receipt
 
     async def _sample_depths(self) -> None:
@@ -224,7 +207,8 @@ class SQSSubscriber(SubscriberUsecase[AnyDelivery]):
                     self._outer_config.log.debug("cannot read the depth of %s: %s", url, error)
             await asyncio.sleep(self._outer_config.settle.idle_checkpoint_interval)
 
-    async def _receive(self, visibility: int) -> list[RawMessage] | None:
+    async def _receive(self, visibility: int) -> list[RawMessage]:
+        """A batch; empty after a failure (once the backoff has passed)."""
         try:
             batch = await self._outer_config.client.receive(
                 self.queue_url,
@@ -234,8 +218,8 @@ class SQSSubscriber(SubscriberUsecase[AnyDelivery]):
             )
         except Exception as error:
             self._receives.failed(str(error))
-            await asyncio.sleep(poll_backoff(self._receives.failures))
-            return None
+            await asyncio.sleep(POLL_BACKOFF.delay(self._receives.failures))
+            return []
         self._receives.succeeded()
         self.last_poll_at = time.monotonic()
         return batch

@@ -8,6 +8,7 @@ async with TestSQSBroker(broker) as br:
 
 from __future__ import annotations
 
+import time
 from collections.abc import Generator, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -60,13 +61,13 @@ class FakeProducer(SQSProducer):
         delivered = False
         for subscriber in self._subscribers(cmd.destination):
             delivered = True
+            slot = Slot(raw.receipt_handle, 0.0)
             if subscriber.batch:  # a batch of one
-                slot = Slot(raw.receipt_handle, 0.0)
                 await subscriber.process_message(BatchDelivery([raw], [slot]))
-                if slot.decision is not None:
-                    decisions.append(slot.decision)
             else:
-                await subscriber.process_message(Delivery(raw, decisions.append))
+                await subscriber.process_message(Delivery(raw, slot))
+            if slot.decision is not None:
+                decisions.append(slot.decision)
         if not delivered:
             raise SubscriberNotFound(f"no subscriber for queue {cmd.destination!r}")
         return decisions[0] if decisions else None
@@ -103,7 +104,10 @@ def _received(
         message_id=message_id or str(uuid4()),
         receipt_handle=str(uuid4()),
         body=body.decode(errors="surrogateescape"),
-        attributes={"ApproximateReceiveCount": "1"},
+        attributes={
+            "ApproximateReceiveCount": "1",
+            "SentTimestamp": str(int(time.time() * 1000)),
+        },
         message_attributes={
             k: {"DataType": "String", "StringValue": str(v)} for k, v in headers.items()
         },

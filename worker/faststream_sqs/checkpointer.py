@@ -1,0 +1,134 @@
+"""The checkpoint clock: store what the handlers recorded, then delete what it covers.
+
+A handled message is deleted only after a checkpoint (for the worker: an OTLP export
+that includes its count) said STORED, so a crash at any instant leaves every
+uncounted message in the queue to be redelivered. A checkpoint starts when enough
+handled messages wait, when the oldest has waited `flush_interval`, or every
+`idle_checkpoint_interval` when nothing waits; a failed one is retried after a backoff.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Final
+
+from .backoff import Backoff
+from .client import SQSClient, describe_error
+from .ledger import Ledger
+from .options import SettleOptions
+from .outage import Outage
+from .verdict import StoreEffects, Verdict, not_stored
+from .watch import Watch
+
+# A failed checkpoint is retried after 1, 2, 4 ... flush intervals, at most this.
+RETRY_CAP_SECONDS: Final = 10.0
+
+
+class Checkpointer:
+    def __init__(
+        self,
+        ledger: Ledger,
+        watch: Watch,
+        client: SQSClient,
+        queue_url: str,
+        *,
+        store_effects: StoreEffects,
+        options: SettleOptions,
+        log: logging.Logger,
+    ) -> None:
+        self._ledger = ledger
+        self._watch = watch
+        self._client = client
+        self._queue_url = queue_url
+        self._store_effects = store_effects
+        self._options = options
+        self._log = log
+        self._retry = Backoff(base=options.flush_interval, cap=RETRY_CAP_SECONDS, jitter="none")
+        self._last_checkpoint = time.monotonic()
+        self._failures = 0
+        self._stopping = False
+        self._not_stored = Outage(
+            log,
+            "checkpoint not stored (%(detail)s); holding every uncounted message and retrying",
+            "checkpoints are stored again; deleting counted messages",
+        )
+        self._deletes = Outage(
+            log,
+            "cannot delete counted messages (%(detail)s); retrying",
+            "deleting counted messages again",
+        )
+
+    async def run(self) -> None:
+        """Checkpoints when due, deletes what they stored; until `stop`."""
+        while not self._stopping:
+            await self._watch.wait_until(lambda: self._stopping or self._due(), self._until_due())
+            if self._stopping:
+                return
+            if self._due():
+                await self.checkpoint()
+            else:  # a tick: deletes that failed are retried
+                await self.delete_stored()
+
+    def stop(self) -> None:
+        """`run` returns after the step it is in (a checkpoint runs to its end)."""
+        self._stopping = True
+        self._watch.notify()
+
+    async def checkpoint(self) -> Verdict:
+        """Store the recorded effects; on STORED, delete what was acked before it began."""
+        checkpoint = self._ledger.begin_checkpoint()
+        try:
+            verdict = await self._store_effects()
+        except Exception as error:
+            self._log.debug("storing effects raised", exc_info=True)
+            verdict = not_stored(f"failed: {describe_error(error)}")
+        self._last_checkpoint = time.monotonic()
+        self._ledger.end_checkpoint(checkpoint, stored=verdict.stored)
+        if not verdict.stored:
+            self._failures += 1
+            self._not_stored.failed(verdict.reason, kind=verdict.kind)
+            return verdict
+        self._failures = 0
+        self._not_stored.succeeded()
+        await self.delete_stored()
+        return verdict
+
+    async def delete_stored(self) -> None:
+        """Delete every message whose record is stored (not already being deleted)."""
+        batch = self._ledger.begin_deletes()
+        if not batch:
+            return
+        try:
+            refused = await self._client.delete(self._queue_url, batch)
+        except BaseException as error:
+            self._ledger.end_deletes(batch, answered=False)  # also when cancelled
+            if not isinstance(error, Exception):
+                raise
+            self._deletes.failed(describe_error(error))
+            return
+        self._ledger.end_deletes(batch, answered=True)
+        self._deletes.succeeded()
+        if refused:
+            self._log.warning(
+                "SQS refused to delete %d message(s); they will be redelivered", len(refused)
+            )
+
+    def _until_due(self) -> float:
+        if self._failures:
+            wait = self._retry.delay(self._failures)
+        elif self._ledger.waiting:
+            wait = self._options.flush_interval
+        else:
+            wait = self._options.idle_checkpoint_interval
+        # Also wakes at least every flush interval: stored messages may await a delete retry.
+        due_in = self._last_checkpoint + wait - time.monotonic()
+        return max(0.0, min(due_in, self._options.flush_interval))
+
+    def _due(self) -> bool:
+        since = time.monotonic() - self._last_checkpoint
+        if self._failures:
+            return since >= self._retry.delay(self._failures)
+        if self._ledger.waiting:
+            return since >= self._options.flush_interval or self._ledger.checkpoint_wanted
+        return since >= self._options.idle_checkpoint_interval

@@ -1,0 +1,152 @@
+"""The receive side of settlement: room to receive, holding a batch while its handler
+runs, and applying what the handler decided other than ack (which waits for a
+checkpoint): dead-letter copies, backoffs and hand-backs."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Iterator, Sequence
+from typing import Final
+
+from .backoff import Backoff
+from .client import RawMessage, SQSClient, VisibilityChange, describe_error
+from .ledger import Ledger, Slot
+from .observer import SQSObserver
+from .options import SettleOptions
+from .outage import Outage
+from .watch import Watch
+
+# A failed message is visible again after 2^(receives) s, jittered, at most 15 minutes.
+NACK_BACKOFF: Final = Backoff(base=2, cap=900, jitter="half")
+# Receives wait this long at most for running deletes: those take milliseconds, and one
+# stuck on an SQS that stopped answering must not stop the intake (nor liveness).
+DELETES_FIRST_SECONDS: Final = 0.5
+
+
+def nack_visibility(receive_count: int, rng: random.Random | None = None) -> int:
+    """Whole seconds, as SQS takes them; never 0 (that would be a hand-back)."""
+    return max(1, round(NACK_BACKOFF.delay(receive_count, rng)))
+
+
+class Intake:
+    def __init__(
+        self,
+        ledger: Ledger,
+        watch: Watch,
+        client: SQSClient,
+        queue_url: str,
+        *,
+        dead_letter_url: str | None,
+        observer: SQSObserver,
+        options: SettleOptions,
+        log: logging.Logger,
+    ) -> None:
+        self._ledger = ledger
+        self._watch = watch
+        self._client = client
+        self._queue_url = queue_url
+        self._dead_letter_url = dead_letter_url
+        self._observer = observer
+        self._options = options
+        self._log = log
+        self._dead_letters = Outage(
+            log,
+            "cannot copy rejected messages to the dead-letter queue (%(detail)s); they stay "
+            "in the queue and are retried after a backoff",
+            "dead-lettering works again",
+        )
+
+    @property
+    def full(self) -> bool:
+        """Polling is paused on purpose: too many messages wait for a checkpoint."""
+        return not self._ledger.room
+
+    async def wait_for_room(self) -> None:
+        """Until the ledger has room; then, briefly, until running deletes are done: a
+        kill while they run would count those messages twice (or leave a second DLQ
+        copy), so they get the CPU before new work."""
+        await self._watch.wait_until(lambda: self._ledger.room)
+        await self._watch.wait_until(lambda: not self._ledger.deleting, DELETES_FIRST_SECONDS)
+
+    def hold(self, messages: Sequence[RawMessage]) -> None:
+        expires_at = time.monotonic() + self._options.visibility_timeout
+        self._ledger.hold((m.receipt_handle for m in messages), expires_at)
+
+    @contextlib.contextmanager
+    def handling(self, messages: Sequence[RawMessage]) -> Iterator[list[Slot]]:
+        """Around a handler: a slot per message, in order, which takes its decision and
+        what to undo; an ack waits for a checkpoint as the handler returns."""
+        slots = [self._ledger.start_handling(m.receipt_handle) for m in messages]
+        try:
+            yield slots
+        finally:
+            for slot in slots:
+                self._ledger.finish_handling(slot)
+
+    async def settle(self, messages: Sequence[RawMessage]) -> None:
+        """Apply the batch's decisions other than ack."""
+        by_handle = {m.receipt_handle: m for m in messages}
+        after = self._ledger.after_batch(by_handle)
+        back_off = [
+            VisibilityChange(h, nack_visibility(by_handle[h].receive_count)) for h in after.back_off
+        ]
+        if after.dead_letter:
+            if await self._copy_to_dead_letter_queue(after.dead_letter, by_handle):
+                self._ledger.copies_stored(after.dead_letter)
+            else:
+                back_off += [
+                    VisibilityChange(h, nack_visibility(by_handle[h].receive_count))
+                    for h in self._ledger.copies_failed(after.dead_letter)
+                ]
+        await self.change_visibility(back_off + [VisibilityChange(h, 0) for h in after.release])
+
+    async def hand_back(self, messages: Sequence[RawMessage]) -> None:
+        """Hand messages back to the queue now (visibility 0)."""
+        handles = [m.receipt_handle for m in messages]
+        self._ledger.discard(handles)
+        await self.change_visibility([VisibilityChange(h, 0) for h in handles])
+
+    async def change_visibility(self, changes: list[VisibilityChange]) -> None:
+        if not changes:
+            return
+        try:
+            await self._client.change_visibility(self._queue_url, changes)
+        except Exception as error:
+            self._log.warning(
+                "could not change visibility (%s); messages reappear after their timeout",
+                describe_error(error),
+            )
+
+    async def _copy_to_dead_letter_queue(
+        self, rejected: Sequence[Slot], messages: dict[str, RawMessage]
+    ) -> bool:
+        """Copy rejected messages to the DLQ with their reasons; True once all are stored."""
+        if self._dead_letter_url is None:
+            self._log.error(
+                "no dead-letter queue configured; %d rejected message(s) kept", len(rejected)
+            )
+            return False
+        names = self._options.dead_letter_attributes
+        copies = [
+            names.copy(messages[s.receipt_handle], s.decision) for s in rejected if s.decision
+        ]
+        try:
+            refused = await self._client.send(self._dead_letter_url, copies)
+        except Exception as error:
+            detail = describe_error(error)
+            self._dead_letters.failed(detail, kind=detail.split(":", 1)[0])
+            return False
+        if refused:
+            # Which ones failed is not worth tracking: retrying all only risks a duplicate copy.
+            self._dead_letters.failed(
+                f"SQS refused {refused} of {len(copies)} copies", kind="refused"
+            )
+            return False
+        self._dead_letters.succeeded()
+        for slot in rejected:
+            assert slot.decision is not None
+            self._observer.dead_lettered(slot.decision.reason)
+        return True
