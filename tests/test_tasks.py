@@ -64,9 +64,13 @@ def test_join_cancels_a_loop_that_does_not_return_in_time() -> None:
 def test_a_loop_name_runs_once() -> None:
     async def scenario() -> None:
         tasks = Supervisor(logging.getLogger("test.tasks"))
-        tasks.start("one", asyncio.Event().wait)
+
+        async def forever() -> None:
+            await asyncio.Event().wait()
+
+        tasks.start("one", forever)
         with pytest.raises(RuntimeError, match="already running"):
-            tasks.start("one", asyncio.Event().wait)
+            tasks.start("one", forever)
         await tasks.join(timeout=0)
 
     asyncio.run(scenario())
