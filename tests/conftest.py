@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import hashlib
 import os
+import re
 from collections.abc import Iterator
 
 import pytest
@@ -67,7 +69,10 @@ def grpc_otlp() -> Iterator[GrpcOTLPReceiver]:
 
 @pytest.fixture
 def worker_env(sqs_endpoint: str, otlp: OTLPReceiver, request: pytest.FixtureRequest) -> Env:
-    queue = "q-" + request.node.name.replace("[", "-").replace("]", "")[:60]
+    # One queue per test (parameters included), named as SQS allows.
+    name = request.node.name
+    digest = hashlib.sha1(name.encode()).hexdigest()[:8]
+    queue = "q-" + re.sub(r"[^A-Za-z0-9_-]", "-", name)[:56] + "-" + digest
     base = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "SQS_", "AWS_"))}
     return Env(
         base
@@ -76,7 +81,7 @@ def worker_env(sqs_endpoint: str, otlp: OTLPReceiver, request: pytest.FixtureReq
             "AWS_REGION": "us-east-1",
             "AWS_ACCESS_KEY_ID": "test",
             "AWS_SECRET_ACCESS_KEY": "test",
-            "SQS_QUEUE_NAME": queue[:70],
+            "SQS_QUEUE_NAME": queue,
             "SQS_WAIT_TIME_SECONDS": "1",
             "HEALTH_PORT": "0",
             "OTEL_EXPORTER_OTLP_ENDPOINT": otlp.endpoint,

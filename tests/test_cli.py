@@ -12,6 +12,7 @@ import sys
 import pytest
 
 from tests.support import ROOT, run_cli
+from worker.settings import Settings
 
 CLEAN_ENV = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "SQS_", "AWS_"))}
 
@@ -40,6 +41,11 @@ def test_every_command_has_help(command: list[str]) -> None:
         ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:99999"),
         # More would put events in a series with no event.type (the SDK's own cap).
         ("MAX_EVENT_TYPES", "2000"),
+        ("SQS_QUEUE_NAME", "events!"),
+        ("SQS_QUEUE_NAME", "x" * 81),
+        ("SQS_QUEUE_URL", "sqs/events"),
+        ("DLQ_QUEUE_NAME", "ftp://queues/events-dlq"),
+        ("DLQ_QUEUE_NAME", "events dlq"),
     ],
 )
 def test_bad_configuration_is_one_line_naming_the_setting(variable: str, value: str) -> None:
@@ -135,3 +141,11 @@ def test_running_the_worker_imports_nothing_meant_for_development() -> None:
         [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
     )
     assert result.stdout.strip() == "[]"
+
+
+def test_the_default_dead_letter_queue_is_named_after_the_queue_with_fifo_last() -> None:
+    assert Settings(sqs_queue_name="events").dead_letter_queue_name == "events-dlq"
+    assert Settings(sqs_queue_name="events.fifo").dead_letter_queue_name == "events-dlq.fifo"
+    url = "https://sqs.eu-west-1.amazonaws.com/123456789012/orders.fifo"
+    assert Settings(sqs_queue_url=url).dead_letter_queue_name == "orders-dlq.fifo"
+    assert len(Settings(sqs_queue_name="x" * 80).dead_letter_queue_name) == 80

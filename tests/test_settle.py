@@ -10,8 +10,10 @@ from collections.abc import Sequence
 import pytest
 
 from worker.faststream_sqs.client import OutgoingMessage, RawMessage, VisibilityChange
+from worker.faststream_sqs.dead_letters import DeadLetterAttributes, DeadLetterQueue
 from worker.faststream_sqs.intake import DELETES_FIRST_SECONDS, NACK_BACKOFF, nack_visibility
 from worker.faststream_sqs.ledger import ACK, Slot
+from worker.faststream_sqs.limits import MAX_MESSAGE_BYTES
 from worker.faststream_sqs.message import BatchDelivery
 from worker.faststream_sqs.observer import NoObserver
 from worker.faststream_sqs.options import SettleOptions
@@ -49,21 +51,25 @@ class FakeSQS:
         self.sent: list[OutgoingMessage] = []
         self.delete_gate: asyncio.Event | None = None
 
-    async def delete(self, queue_url: str, receipt_handles: Sequence[str]) -> list[str]:
+    async def delete(
+        self, queue_url: str, receipt_handles: Sequence[str], lane: str = "delete"
+    ) -> list[str]:
         if self.delete_gate is not None:
             await self.delete_gate.wait()
         self.deleted.extend(receipt_handles)
         return []
 
     async def change_visibility(
-        self, queue_url: str, changes: Sequence[VisibilityChange]
+        self, queue_url: str, changes: Sequence[VisibilityChange], lane: str = "release"
     ) -> list[str]:
         self.visibility.extend(changes)
         return [c.receipt_handle for c in changes] if self.refuse_extensions else []
 
-    async def send(self, queue_url: str, messages: Sequence[OutgoingMessage]) -> int:
+    async def send(
+        self, queue_url: str, messages: Sequence[OutgoingMessage], lane: str = "admin"
+    ) -> list[str | None]:
         self.sent.extend(messages)
-        return 0
+        return [None] * len(messages)
 
 
 class Counts:
@@ -99,7 +105,13 @@ def _settlement(sqs: FakeSQS, counts: Counts, options: SettleOptions = OPTIONS) 
     return Settlement(
         sqs,  # type: ignore[arg-type]
         "queue",
-        dead_letter_url="dlq",
+        dead_letters=DeadLetterQueue(
+            sqs,  # type: ignore[arg-type]
+            "dlq",
+            names=DeadLetterAttributes(),
+            max_message_bytes=MAX_MESSAGE_BYTES,
+            log=logging.getLogger("test"),
+        ),
         store_effects=counts.store,
         observer=NoObserver(),
         options=options,

@@ -17,10 +17,11 @@ from typing import Any
 
 from faststream import FastStream
 
-from .faststream_sqs import SQS_ERRORS, QueueNotFound, SQSBroker, SQSConnection, is_missing_queue
+from .faststream_sqs import SQSBroker, SQSConnection
 from .handler import subscribe
 from .health import HealthServer
 from .logs import configure_logging
+from .queues import QueueMisconfigured, resolve, warn_about_redrive
 from .settings import Settings, load_settings
 from .sqs_options import connection, make_broker
 from .telemetry import Metrics
@@ -90,24 +91,14 @@ def create_worker(
 
 
 async def check_queue(broker: SQSBroker, settings: Settings) -> None:
-    """The queue exists (else one line naming the fix); a missing redrive policy warns."""
+    """The queue and its DLQ exist and make a pair (else one line naming the fix); a
+    redrive policy that is missing or points elsewhere warns."""
     client = await broker.connect()
     try:
-        url = await client.queue_url(settings.queue)
-        policy = await client.redrive_policy(url)
-    except (QueueNotFound, *SQS_ERRORS) as error:
-        if not isinstance(error, QueueNotFound) and not is_missing_queue(error):
-            raise
-        raise StartupError(
-            f"queue {settings.queue!r} does not exist at {client.endpoint_url}; "
-            "create it with `nps-worker provision`"
-        ) from None
-    if policy is None:
-        log.warning(
-            "queue %r has no redrive policy: a message that always fails is retried forever "
-            "(`nps-worker provision` sets one)",
-            settings.queue,
-        )
+        queues = await resolve(client, settings)
+    except QueueMisconfigured as error:
+        raise StartupError(str(error)) from None
+    await warn_about_redrive(client, queues)
 
 
 async def run_worker(settings: Settings) -> None:

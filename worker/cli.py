@@ -15,7 +15,7 @@ from .app import StartupError, run_worker
 from .faststream_sqs import SQS_ERRORS, QueueNotFound, SQSRefused, calls_still_running
 from .health import HealthPortUnavailable
 from .logs import configure_logging
-from .queues import provision
+from .queues import QueueMisconfigured, provision, resolve
 from .settings import ConfigurationError, Settings, load_settings
 from .sqs_options import make_client
 
@@ -142,8 +142,8 @@ async def _produce(settings: Settings, args: argparse.Namespace) -> None:
 async def _provision(settings: Settings) -> None:
     client = make_client(settings)
     try:
-        queue_url, dlq_url = await provision(client, settings)
-        print(f"queue {queue_url}\ndead-letter queue {dlq_url}")
+        queues = await provision(client, settings)
+        print(f"queue {queues.url}\ndead-letter queue {queues.dead_letter_url}")
     finally:
         client.close()
 
@@ -151,13 +151,12 @@ async def _provision(settings: Settings) -> None:
 async def _dlq(settings: Settings, args: argparse.Namespace) -> None:
     client = make_client(settings)
     try:
-        dlq_url = await client.queue_url(settings.dead_letter_queue_name)
+        queues = await resolve(client, settings)
         if args.dlq_command == "peek":
-            for letter in await dlq.peek(client, dlq_url, args.limit):
+            for letter in await dlq.peek(client, queues.dead_letter_url, args.limit):
                 print(json.dumps(letter.as_json()))
         else:
-            queue_url = await client.queue_url(settings.queue)
-            result = await dlq.redrive(client, dlq_url, queue_url, args.limit)
+            result = await dlq.redrive(client, queues.dead_letter_url, queues.url, args.limit)
             source = settings.dead_letter_queue_name
             print(f"moved {result.moved} message(s) from {source} to {settings.queue}")
             if result.came_back:
@@ -191,7 +190,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             asyncio.run(_provision(settings))
         elif args.command == "dlq":
             asyncio.run(_dlq(settings, args))
-    except (ConfigurationError, StartupError, HealthPortUnavailable) as error:
+    except (ConfigurationError, StartupError, HealthPortUnavailable, QueueMisconfigured) as error:
         return _fail(str(error))
     except QueueNotFound as error:
         return _fail(f"queue {error.queue!r} does not exist; create it with `nps-worker provision`")

@@ -12,4 +12,5 @@ DEAD_LETTER_ATTRIBUTES: Final = DeadLetterAttributes(
     detail="nps-reject-detail",
     original_id="nps-original-message-id",
     redrive_run="nps-redrive-run",
+    truncated="nps-body-truncated",
 )

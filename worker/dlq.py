@@ -118,16 +118,18 @@ async def redrive(client: SQSClient, dlq_url: str, queue_url: str, limit: int) -
                 original = DEAD_LETTER_ATTRIBUTES.original_id_of(message)
                 (twins if original in seen else fresh).append(message)
                 seen.add(original)
-            failures = await client.send(
+            outcomes = await client.send(
                 queue_url, [DEAD_LETTER_ATTRIBUTES.redriven(m, run) for m in fresh]
             )
-            if failures:
+            sent = [m for m, why in zip(fresh, outcomes, strict=True) if why is None]
+            # Only what the queue stored leaves the DLQ: a copy on a maybe stays in both.
+            await client.delete(dlq_url, [m.receipt_handle for m in sent + twins])
+            moved += len(sent)
+            if failed := [why for why in outcomes if why]:
                 raise SQSRefused(
-                    f"SQS refused {failures} of {len(fresh)} message(s) after {moved} moved; "
-                    "that batch stays in the dead-letter queue (its accepted copies were sent too)"
+                    f"the queue did not store {len(failed)} message(s) after {moved} moved "
+                    f"({failed[0]}); they stay in the dead-letter queue"
                 )
-            await client.delete(dlq_url, [m.receipt_handle for m in fresh + twins])
-            moved += len(fresh)
     finally:
         if came_back:
             await client.change_visibility(

@@ -1,18 +1,102 @@
-"""`nps-worker provision`: the queue and its dead-letter queue, over the SQS client."""
+"""The queue and its dead-letter queue: checked as a pair, and created as one.
+
+`run`, `provision` and `dlq` refuse a pair that cannot work, each with one line and
+before any message moves: a DLQ that is the queue itself (every reject would be
+copied back onto the queue forever), a DLQ that does not exist (every reject would
+back off forever), or a FIFO queue paired with a standard one (SQS refuses every copy,
+and its own redrive would move messages without their reason).
+"""
 
 from __future__ import annotations
 
 import json
+import logging
+from dataclasses import dataclass
 
-from .faststream_sqs import SQSClient
-from .settings import Settings
+from .faststream_sqs import QueueNotFound, SQSClient
+from .settings import Settings, is_fifo
+
+log = logging.getLogger("worker.queues")
 
 
-async def provision(client: SQSClient, settings: Settings) -> tuple[str, str]:
-    """Create the DLQ and the queue (idempotent); point the queue's redrive at the DLQ."""
-    dlq_url = await client.create_queue(settings.dead_letter_queue_name, {})
+class QueueMisconfigured(Exception):
+    """The queue pair cannot work; the message is one line saying why and what to do."""
+
+
+@dataclass(frozen=True, slots=True)
+class Queues:
+    url: str
+    dead_letter_url: str
+
+    @property
+    def fifo(self) -> bool:
+        return is_fifo(self.url)
+
+
+def check_names(settings: Settings) -> None:
+    """What can be told from the settings alone."""
+    queue, dlq = settings.queue, settings.dead_letter_queue_name
+    if _last_segment(queue) == _last_segment(dlq) and ("://" not in dlq or queue == dlq):
+        raise QueueMisconfigured(
+            f"DLQ_QUEUE_NAME={dlq!r} is the queue itself: every rejected message would be "
+            "copied back onto the queue; name another queue"
+        )
+    if is_fifo(queue) != is_fifo(dlq):
+        kinds = ("a FIFO", "a standard") if is_fifo(queue) else ("a standard", "a FIFO")
+        raise QueueMisconfigured(
+            f"queue {queue!r} is {kinds[0]} queue but its dead-letter queue {dlq!r} is "
+            f"{kinds[1]} one: SQS refuses copies (and redrives) between the two kinds"
+        )
+
+
+async def resolve(client: SQSClient, settings: Settings) -> Queues:
+    """Both URLs, once both queues are known to exist and to make a pair."""
+    check_names(settings)
+    url = await _existing(client, settings.queue, "queue")
+    dead_letter_url = await _existing(client, settings.dead_letter_queue_name, "dead-letter queue")
+    if dead_letter_url == url:
+        raise QueueMisconfigured(
+            f"the dead-letter queue {settings.dead_letter_queue_name!r} is the queue itself "
+            f"({url}): every rejected message would be copied back onto it; name another queue"
+        )
+    return Queues(url, dead_letter_url)
+
+
+async def warn_about_redrive(client: SQSClient, queues: Queues) -> None:
+    """The queue's own redrive policy: absent, or moving messages to another queue."""
+    policy = await client.redrive_policy(queues.url)
+    if policy is None:
+        log.warning(
+            "queue %s has no redrive policy: a message that always fails is retried forever "
+            "(`nps-worker provision` sets one)",
+            queues.url,
+        )
+        return
+    target = str(policy.get("deadLetterTargetArn", ""))
+    dead_letter_arn = await client.queue_arn(queues.dead_letter_url)
+    if target != dead_letter_arn:
+        log.warning(
+            "queue %s's redrive policy moves failing messages to %s, not to the dead-letter "
+            "queue the worker copies rejects to (%s)",
+            queues.url,
+            target or "nowhere",
+            dead_letter_arn,
+        )
+
+
+async def provision(client: SQSClient, settings: Settings) -> Queues:
+    """Create the DLQ and the queue (idempotent); point the queue's redrive at the DLQ.
+    A name ending in `.fifo` makes a FIFO pair, with content-based deduplication."""
+    check_names(settings)
+    queue_name = _last_segment(settings.queue)  # SQS_QUEUE_URL, when set, names it
+    kind = _fifo_attributes(queue_name)
+    dead_letters = settings.dead_letter_queue_name
+    if "://" in dead_letters:  # elsewhere (another account or region): it must exist
+        dlq_url = await _existing(client, dead_letters, "dead-letter queue")
+    else:
+        dlq_url = await client.create_queue(dead_letters, kind)
     dlq_arn = await client.queue_arn(dlq_url)
-    queue_url = await client.create_queue(settings.sqs_queue_name, {})
+    queue_url = await client.create_queue(queue_name, kind)
     redrive = {
         "deadLetterTargetArn": dlq_arn,
         "maxReceiveCount": str(settings.sqs_max_receive_count),
@@ -24,4 +108,30 @@ async def provision(client: SQSClient, settings: Settings) -> tuple[str, str]:
             "VisibilityTimeout": str(settings.sqs_visibility_timeout),
         },
     )
-    return queue_url, dlq_url
+    return Queues(queue_url, dlq_url)
+
+
+def _fifo_attributes(name: str) -> dict[str, str]:
+    # Content-based deduplication: a producer that sends the same body twice within
+    # SQS's 5-minute window (a retried send) leaves one message, without having to
+    # give each message a deduplication id of its own.
+    if is_fifo(name):
+        return {"FifoQueue": "true", "ContentBasedDeduplication": "true"}
+    return {}
+
+
+async def _existing(client: SQSClient, queue: str, what: str) -> str:
+    try:
+        url = await client.queue_url(queue)
+        if "://" in queue:  # a URL is taken as given: ask for it, or a typo goes unseen
+            await client.queue_attributes(url, ["QueueArn"])
+    except QueueNotFound:
+        raise QueueMisconfigured(
+            f"{what} {queue!r} does not exist at {client.endpoint_url}; "
+            "create it with `nps-worker provision`"
+        ) from None
+    return url
+
+
+def _last_segment(queue: str) -> str:
+    return queue.rstrip("/").rsplit("/", 1)[-1]

@@ -7,6 +7,7 @@ the few that also shape our behaviour are checked here too.
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Literal
 from urllib.parse import urlparse
 
@@ -36,6 +37,16 @@ MAX_EVENT_TYPES_LIMIT = 1_999
 
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 
+FIFO_SUFFIX = ".fifo"
+# SQS's rule for a queue name: up to 80 letters, digits, hyphens and underscores; a FIFO
+# queue's name ends in ".fifo", within the 80.
+_QUEUE_NAME = re.compile(r"^[A-Za-z0-9_-]{1,80}$|^(?=.{6,80}$)[A-Za-z0-9_-]+\.fifo$")
+
+
+def is_fifo(queue: str) -> bool:
+    """A queue name or URL: SQS requires every FIFO queue's name to end in ".fifo"."""
+    return queue.rstrip("/").endswith(FIFO_SUFFIX)
+
 
 class ConfigurationError(Exception):
     """A setting is wrong; the message is one line naming it and the problem."""
@@ -44,9 +55,10 @@ class ConfigurationError(Exception):
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(case_sensitive=False, extra="ignore", frozen=True)
 
-    sqs_queue_name: Annotated[str, Field(min_length=1, max_length=80)] = "hands-on-interview"
+    sqs_queue_name: str = "hands-on-interview"
     sqs_queue_url: str | None = None
-    dlq_queue_name: Annotated[str | None, Field(min_length=1, max_length=80)] = None
+    # A name, or the URL of a queue elsewhere (another account or region).
+    dlq_queue_name: str | None = None
     sqs_visibility_timeout: Annotated[int, Field(le=MAX_VISIBILITY_TIMEOUT)] = (
         DEFAULT_VISIBILITY_TIMEOUT
     )
@@ -71,6 +83,28 @@ class Settings(BaseSettings):
     aws_endpoint_url: str | None = None
     otel_exporter_otlp_endpoint: str | None = None
 
+    @field_validator("sqs_queue_name")
+    @classmethod
+    def _a_queue_name(cls, value: str) -> str:
+        if not _QUEUE_NAME.match(value):
+            raise ValueError(
+                "must be 1 to 80 letters, digits, hyphens or underscores (a FIFO queue's name "
+                "ends in .fifo, within the 80)"
+            )
+        return value
+
+    @field_validator("dlq_queue_name")
+    @classmethod
+    def _a_queue_name_or_url(cls, value: str | None) -> str | None:
+        if value is None or "://" in value:
+            return None if value is None else cls._an_http_url(value)
+        return cls._a_queue_name(value)
+
+    @field_validator("sqs_queue_url")
+    @classmethod
+    def _a_queue_url(cls, value: str | None) -> str | None:
+        return cls._an_http_url(value)
+
     @field_validator(
         "aws_endpoint_url_sqs",
         "aws_endpoint_url",
@@ -92,7 +126,12 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _default_dlq_name(self) -> Settings:
         if self.dlq_queue_name is None:
-            object.__setattr__(self, "dlq_queue_name", f"{self.sqs_queue_name}-dlq")
+            # "events" -> "events-dlq"; "events.fifo" -> "events-dlq.fifo" (the suffix last).
+            stem = _last_segment(self.queue).removesuffix(FIFO_SUFFIX)
+            suffix = FIFO_SUFFIX if is_fifo(self.queue) else ""
+            object.__setattr__(
+                self, "dlq_queue_name", f"{stem[: 80 - 4 - len(suffix)]}-dlq{suffix}"
+            )
         return self
 
     @model_validator(mode="after")
@@ -128,6 +167,10 @@ class Settings(BaseSettings):
     @property
     def export_interval_seconds(self) -> float:
         return self.otel_metric_export_interval / 1000
+
+
+def _last_segment(queue: str) -> str:
+    return queue.rstrip("/").rsplit("/", 1)[-1]
 
 
 def load_settings() -> Settings:

@@ -27,9 +27,9 @@ def connection(
     )
 
 
-def make_client(settings: Settings, *, threads: int = 4, **overrides: Any) -> SQSClient:
+def make_client(settings: Settings, **overrides: Any) -> SQSClient:
     """A client for the commands (provision, produce, dlq); the broker makes its own."""
-    return SQSClient(connection(settings, **overrides), threads=threads)
+    return SQSClient(connection(settings, **overrides))
 
 
 def make_broker(settings: Settings, metrics: Metrics, sqs: SQSConnection) -> SQSBroker:

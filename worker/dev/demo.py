@@ -186,7 +186,8 @@ async def _demo(
     out: TextIO,
     err: TextIO,
 ) -> int:
-    queue_url, dlq_url = await provision(client, settings)
+    queues = await provision(client, settings)
+    queue_url, dlq_url = queues.url, queues.dead_letter_url
     # The table is the demo's output; the app's start and stop lines would tear it.
     logging.getLogger("worker.app").setLevel(logging.WARNING)
     err.write(f"local SQS (moto) at {sqs.endpoint}: {events:,} kata messages, produced and ")

@@ -19,8 +19,8 @@ async def send_all(client: SQSClient, queue_url: str, messages: Sequence[KataMes
     step = 4 * MAX_BATCH_ENTRIES
     for start in range(0, len(messages), step):
         chunk = [OutgoingMessage(m.body) for m in messages[start : start + step]]
-        if failed := await client.send(queue_url, chunk):
-            raise SQSRefused(f"SQS refused {failed} message(s)")
+        if failed := [why for why in await client.send(queue_url, chunk) if why]:
+            raise SQSRefused(f"SQS did not store {len(failed)} message(s) ({failed[0]})")
 
 
 async def produce(

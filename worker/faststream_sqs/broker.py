@@ -23,7 +23,7 @@ from faststream.response import PublishCommand
 from faststream.response.publish_type import PublishType
 from faststream.specification.schema import BrokerSpec
 
-from .client import OutgoingMessage, SQSClient, SQSConnection
+from .client import Lanes, OutgoingMessage, SQSClient, SQSConnection, SQSRefused
 from .config import (
     DEFAULT_LOGGER,
     SQSBrokerConfig,
@@ -49,10 +49,6 @@ if TYPE_CHECKING:
     from fast_depends.dependencies import Dependant
     from faststream._internal.basic_types import LoggerProto, SendableMessage
     from faststream._internal.types import BrokerMiddleware, CustomCallable
-
-
-EXTRA_THREADS = 2  # for depth samples, publishing and queue look-ups beside the pollers
-SETTLE_THREADS = 4  # at least, for the settle client's delete and visibility batches
 
 
 class SQSLoggerStorage(DefaultLoggerStorage):
@@ -91,8 +87,9 @@ class SQSProducer(ProducerProto[PublishCommand]):
         self._urls[cmd.destination] = url
         body, _ = await self.codec.encode(cmd.body)
         headers = {k: str(v) for k, v in cmd.headers.items()}
-        if await client.send(url, [OutgoingMessage(body.decode(), headers)]):
-            raise RuntimeError(f"SQS refused a message for {cmd.destination}")
+        (failure,) = await client.send(url, [OutgoingMessage(body.decode(), headers)])
+        if failure is not None:
+            raise SQSRefused(f"SQS did not store a message for {cmd.destination} ({failure})")
 
     async def request(self, cmd: PublishCommand) -> Any:
         raise FeatureNotSupportedException("SQS has no request/reply")
@@ -239,9 +236,8 @@ class SQSBroker(SQSRegistrator, BrokerUsecase[AnyDelivery, SQSClient, SQSBrokerC
                 f"{connection.read_timeout} s read timeout"
             )
         pollers = sum(s.concurrency for s in self.sqs_subscribers)
-        client = SQSClient(connection, threads=pollers + EXTRA_THREADS)
-        settle_client = SQSClient(connection, threads=max(SETTLE_THREADS, pollers))
-        self.config.broker_config.connect(client, settle_client)
+        client = SQSClient(connection, lanes=Lanes.for_pollers(pollers))
+        self.config.broker_config.connect(client)
         return client
 
     async def start(self) -> None:

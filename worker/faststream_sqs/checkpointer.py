@@ -14,7 +14,7 @@ import time
 from typing import Final
 
 from .backoff import Backoff
-from .client import SQSClient, describe_error
+from .client import SQSClient, describe_error, error_kind
 from .ledger import Ledger
 from .options import SettleOptions
 from .outage import Outage
@@ -48,10 +48,12 @@ class Checkpointer:
         self._last_checkpoint = time.monotonic()
         self._failures = 0
         self._stopping = False
+        # Each checkpoint is a state the operator must see at once: no settling time.
         self._not_stored = Outage(
             log,
             "checkpoint not stored (%(detail)s); holding every uncounted message and retrying",
             "checkpoints are stored again; deleting counted messages",
+            settle_seconds=0,
         )
         self._deletes = Outage(
             log,
@@ -74,6 +76,9 @@ class Checkpointer:
         """`run` returns after the step it is in (a checkpoint runs to its end)."""
         self._stopping = True
         self._watch.notify()
+
+    def close(self) -> None:
+        self._deletes.close()
 
     async def checkpoint(self) -> Verdict:
         """Store the recorded effects; on STORED, delete what was acked before it began."""
@@ -105,7 +110,7 @@ class Checkpointer:
             self._ledger.end_deletes(batch, answered=False)  # also when cancelled
             if not isinstance(error, Exception):
                 raise
-            self._deletes.failed(describe_error(error))
+            self._deletes.failed(describe_error(error), kind=error_kind(error))
             return
         self._ledger.end_deletes(batch, answered=True)
         self._deletes.succeeded()

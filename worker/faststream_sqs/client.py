@@ -1,13 +1,21 @@
-"""The one module that talks to boto3.
+"""The one module that talks to boto3, and judges every answer SQS gives.
 
-boto3 is synchronous, so every call runs on a dedicated thread pool (never the
-event loop, never the loop's default executor that other code shares). Calls are
-whole-batch: receive up to 10, delete and change visibility with the Batch APIs.
+boto3 is synchronous, so every call runs on a thread of its lane (never the event
+loop, never the loop's default executor): receives, deletes, visibility extensions,
+hand-backs, dead-letter copies and look-ups each have threads of their own, so a call
+that hangs holds up only its own kind, and every call has a deadline.
+
+An answer counts only when it is one: a 2xx whose body is SQS's JSON (a proxy's
+login page, an empty body or a truncated one is not, though botocore would parse
+each into an empty result), and for a batch call every entry sent accounted for, by
+id, as succeeded or failed. Anything else raises `SQSAnswerNotUnderstood`, a failure
+of the whole call, which callers treat as they treat an outage.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import threading
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -15,7 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
-from typing import TYPE_CHECKING, Any, Final, TypeVar
+from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar
 
 import boto3
 from botocore.config import Config
@@ -24,25 +32,106 @@ from botocore.exceptions import BotoCoreError, ClientError
 from .limits import DEFAULT_READ_TIMEOUT, MAX_BATCH_BYTES, MAX_BATCH_ENTRIES
 
 if TYPE_CHECKING:
+    from botocore.awsrequest import AWSResponse
+    from botocore.model import OperationModel
     from mypy_boto3_sqs.client import SQSClient as Boto3SQSClient
+    from mypy_boto3_sqs.literals import MessageSystemAttributeNameType
 
 T = TypeVar("T")
 
 # What every received message carries besides its body (SQS sends only what is asked).
-RECEIVED_ATTRIBUTES: Final = ["ApproximateReceiveCount", "SentTimestamp", "MessageGroupId"]
+RECEIVED_ATTRIBUTES: Final[list[MessageSystemAttributeNameType]] = [
+    "ApproximateReceiveCount",
+    "SentTimestamp",
+    "MessageGroupId",
+]
+# SQS's JSON protocol; some emulators add "; charset=utf-8".
+SQS_CONTENT_TYPE: Final = "application/x-amz-json-1.0"
+CONNECT_TIMEOUT_SECONDS: Final = 5
+# A receive may wait its long poll, then this long for the answer, before it is given up.
+RECEIVE_GRACE_SECONDS: Final = 10
 
 _MISSING_QUEUE_CODES: Final = frozenset(
     {"AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist"}
 )
+_ERROR_TEXT_CHARS: Final = 200
+
+# Each kind of call has its threads: one stuck on SQS never holds up another kind.
+Lane = Literal["receive", "delete", "extend", "release", "copy", "admin"]
+
+
+@dataclass(frozen=True, slots=True)
+class Lanes:
+    """Threads per kind of call."""
+
+    receive: int = 1
+    delete: int = 4
+    extend: int = 2  # the heartbeat's visibility extensions
+    release: int = 2  # backoffs and hand-backs
+    copy: int = 2  # dead-letter copies
+    admin: int = 2  # look-ups, depth samples, publishing, commands
+
+    @classmethod
+    def for_pollers(cls, pollers: int) -> Lanes:
+        # Deletes as many as the pollers can produce: each poller's batch is one call.
+        return cls(receive=max(1, pollers), delete=max(4, pollers))
+
+    def sizes(self) -> dict[Lane, int]:
+        return {
+            "receive": self.receive,
+            "delete": self.delete,
+            "extend": self.extend,
+            "release": self.release,
+            "copy": self.copy,
+            "admin": self.admin,
+        }
+
+
+class SQSAnswerNotUnderstood(Exception):
+    """SQS (or something in front of it) answered, but not with an answer we can trust:
+    the call's outcome is unknown. The message is one line, never the answer's body."""
+
+
+class SQSCallTimedOut(Exception):
+    """No answer within the call's deadline; its outcome is unknown."""
+
+
+class SQSRefused(Exception):
+    """SQS answered, but refused some entries of a batch; the message says which step."""
+
+
+class QueueNotFound(Exception):
+    def __init__(self, queue: str) -> None:
+        super().__init__(queue)
+        self.queue = queue
 
 
 def describe_error(error: BaseException) -> str:
-    """One line for a log: SQS's error code and message, or the exception's name and text."""
+    """One line for a log: SQS's error code and message, or the HTTP status and content
+    type of an answer that is not SQS's, or the exception's name; never a page's body."""
     if isinstance(error, ClientError):
+        metadata = error.response.get("ResponseMetadata", {})
+        status = metadata.get("HTTPStatusCode")
+        content_type = _content_type(metadata.get("HTTPHeaders", {}))
+        if content_type != SQS_CONTENT_TYPE:
+            return f"HTTP {status} with a {content_type or 'typeless'} body"
         details = error.response.get("Error", {})
-        return f"{details.get('Code', 'error')}: {details.get('Message', '')}".rstrip(": ")
-    first_line = str(error).splitlines()[0] if str(error) else ""
-    return f"{type(error).__name__}: {first_line}".rstrip(": ")
+        text = f"{details.get('Code', 'error')}: {details.get('Message', '')}".rstrip(": ")
+        return _one_line(text)
+    if isinstance(error, SQSAnswerNotUnderstood | SQSCallTimedOut):
+        return _one_line(str(error))
+    return _one_line(f"{type(error).__name__}: {error}".rstrip(": "))
+
+
+def error_kind(error: BaseException) -> str:
+    """What tells one outage from another in the log: SQS's code, the HTTP status, or
+    the exception's type."""
+    if isinstance(error, ClientError):
+        metadata = error.response.get("ResponseMetadata", {})
+        if _content_type(metadata.get("HTTPHeaders", {})) != SQS_CONTENT_TYPE:
+            return f"HTTP {metadata.get('HTTPStatusCode')}"
+        return str(error.response.get("Error", {}).get("Code", "error"))
+    return type(error).__name__
 
 
 def is_missing_queue(error: Exception) -> bool:
@@ -51,10 +140,13 @@ def is_missing_queue(error: Exception) -> bool:
     )
 
 
-class QueueNotFound(Exception):
-    def __init__(self, queue: str) -> None:
-        super().__init__(queue)
-        self.queue = queue
+def _one_line(text: str) -> str:
+    first = text.strip().splitlines()[0] if text.strip() else ""
+    return first if len(first) <= _ERROR_TEXT_CHARS else first[: _ERROR_TEXT_CHARS - 1] + "…"
+
+
+def _content_type(headers: Mapping[str, str]) -> str:
+    return str(headers.get("content-type", "")).split(";")[0].strip().lower()
 
 
 class _RunningCalls:
@@ -88,8 +180,22 @@ def calls_still_running() -> int:
     return _running_calls.count
 
 
-class SQSRefused(Exception):
-    """SQS answered, but refused some entries of a batch; the message says which step."""
+# A message attribute as SQS takes and gives it: {"DataType": ..., "StringValue": ...}
+# or {"DataType": "Binary", "BinaryValue": bytes}. A plain str is a String attribute.
+AttributeValue = str | Mapping[str, Any]
+
+
+def attribute_size(name: str, value: AttributeValue) -> int:
+    """Bytes SQS counts for one attribute against a message's size: name, type, value."""
+    if isinstance(value, str):
+        return len(name.encode()) + len("String") + len(value.encode())
+    payload = value.get("StringValue")
+    data = payload.encode() if isinstance(payload, str) else value.get("BinaryValue") or b""
+    return len(name.encode()) + len(str(value.get("DataType", "")).encode()) + len(data)
+
+
+def _sqs_attribute(value: AttributeValue) -> Mapping[str, Any]:
+    return {"DataType": "String", "StringValue": value} if isinstance(value, str) else value
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,14 +233,13 @@ class RawMessage:
 @dataclass(frozen=True, slots=True)
 class OutgoingMessage:
     body: str
-    attributes: Mapping[str, str] = field(default_factory=dict)
+    attributes: Mapping[str, AttributeValue] = field(default_factory=dict)
 
     @property
     def size(self) -> int:
         """Bytes SQS counts against its limits: body, attribute names, types and values."""
         return len(self.body.encode()) + sum(
-            len(name.encode()) + len("String") + len(value.encode())
-            for name, value in self.attributes.items()
+            attribute_size(name, value) for name, value in self.attributes.items()
         )
 
 
@@ -164,14 +269,15 @@ class SQSConnection:
 
 
 class SQSClient:
-    """Async facade over one boto3 SQS client and its own threads."""
+    """Async facade over one boto3 SQS client and the threads of its lanes."""
 
-    def __init__(self, connection: SQSConnection, *, threads: int) -> None:
+    def __init__(self, connection: SQSConnection, *, lanes: Lanes | None = None) -> None:
+        sizes = (lanes or Lanes()).sizes()
         config = Config(
-            max_pool_connections=threads,
+            max_pool_connections=sum(sizes.values()),
             read_timeout=connection.read_timeout,
-            connect_timeout=5,
-            # The poll loop owns backoff; botocore's own retries would hide outages.
+            connect_timeout=CONNECT_TIMEOUT_SECONDS,
+            # The loops own backoff; botocore's own retries would hide outages.
             retries={"max_attempts": 2, "mode": "standard"},
         )
         credentials = connection.credentials or {}
@@ -183,18 +289,38 @@ class SQSClient:
         self._boto: Boto3SQSClient = session.client(
             "sqs", endpoint_url=connection.endpoint_url, config=config
         )
-        self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="sqs")
+        self._boto.meta.events.register("after-call.sqs", _judge_answer)
+        self._lanes = {
+            lane: ThreadPoolExecutor(max_workers=size, thread_name_prefix=f"sqs-{lane}")
+            for lane, size in sizes.items()
+        }
+        # A call that reached SQS answers within one read timeout (and a connect).
+        self._deadline = connection.read_timeout + CONNECT_TIMEOUT_SECONDS
 
     @property
     def endpoint_url(self) -> str:
         return str(self._boto.meta.endpoint_url)
 
-    async def _call(self, func: Callable[..., T], /, **kwargs: Any) -> T:
+    async def _call(
+        self, lane: Lane, func: Callable[..., T], /, *, deadline: float | None = None, **kwargs: Any
+    ) -> T:
+        """`func` on a thread of `lane`, within `deadline` seconds (queueing included: a
+        call still queued when its awaiter gives up never runs)."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool, partial(_running_calls.run, func, **kwargs))
+        future = loop.run_in_executor(
+            self._lanes[lane], partial(_running_calls.run, func, **kwargs)
+        )
+        limit = self._deadline if deadline is None else deadline
+        try:
+            return await asyncio.wait_for(future, limit)
+        except TimeoutError:
+            raise SQSCallTimedOut(
+                f"{getattr(func, '__name__', 'call')} did not answer within {limit:.0f} s"
+            ) from None
 
     def close(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        for pool in self._lanes.values():
+            pool.shutdown(wait=False, cancel_futures=True)
         self._boto.close()
 
     # Queues
@@ -204,36 +330,49 @@ class SQSClient:
         if "://" in queue:
             return queue
         try:
-            response = await self._call(self._boto.get_queue_url, QueueName=queue)
+            response = await self._call("admin", self._boto.get_queue_url, QueueName=queue)
         except ClientError as error:
             if is_missing_queue(error):
                 raise QueueNotFound(queue) from None
             raise
-        return response["QueueUrl"]
+        return _field(response, "QueueUrl", "GetQueueUrl")
 
     async def create_queue(self, name: str, attributes: Mapping[str, str]) -> str:
         response = await self._call(
-            self._boto.create_queue, QueueName=name, Attributes=dict(attributes)
+            "admin", self._boto.create_queue, QueueName=name, Attributes=dict(attributes)
         )
-        return response["QueueUrl"]
+        return _field(response, "QueueUrl", "CreateQueue")
 
     async def set_queue_attributes(self, queue_url: str, attributes: Mapping[str, str]) -> None:
         await self._call(
+            "admin",
             self._boto.set_queue_attributes,
             QueueUrl=queue_url,
             Attributes=dict(attributes),
         )
 
     async def queue_attributes(self, queue_url: str, names: Sequence[str]) -> dict[str, str]:
-        response = await self._call(
-            self._boto.get_queue_attributes,
-            QueueUrl=queue_url,
-            AttributeNames=list(names),
-        )
-        return {str(k): v for k, v in response.get("Attributes", {}).items()}
+        """The named attributes SQS has for the queue (an attribute it does not set, such
+        as `RedrivePolicy` on a queue without one, is absent); `QueueNotFound` if absent."""
+        try:
+            response = await self._call(
+                "admin",
+                self._boto.get_queue_attributes,
+                QueueUrl=queue_url,
+                AttributeNames=list(names),
+            )
+        except ClientError as error:
+            if is_missing_queue(error):
+                raise QueueNotFound(queue_url) from None
+            raise
+        attributes = response.get("Attributes", {})
+        if not isinstance(attributes, Mapping):
+            raise SQSAnswerNotUnderstood("GetQueueAttributes answered without attributes")
+        return {str(k): str(v) for k, v in attributes.items()}
 
     async def queue_arn(self, queue_url: str) -> str:
-        return (await self.queue_attributes(queue_url, ["QueueArn"]))["QueueArn"]
+        attributes = await self.queue_attributes(queue_url, ["QueueArn"])
+        return _field(attributes, "QueueArn", "GetQueueAttributes")
 
     async def depth(self, queue_url: str) -> int:
         """Messages visible plus in flight: what is still to do."""
@@ -241,19 +380,19 @@ class SQSClient:
         return depth.visible + depth.in_flight
 
     async def depths(self, queue_url: str) -> QueueDepth:
-        attributes = await self.queue_attributes(
-            queue_url,
-            [
-                "ApproximateNumberOfMessages",
-                "ApproximateNumberOfMessagesNotVisible",
-                "ApproximateNumberOfMessagesDelayed",
-            ],
+        names = (
+            "ApproximateNumberOfMessages",
+            "ApproximateNumberOfMessagesNotVisible",
+            "ApproximateNumberOfMessagesDelayed",
         )
-        return QueueDepth(
-            visible=int(attributes.get("ApproximateNumberOfMessages", 0)),
-            in_flight=int(attributes.get("ApproximateNumberOfMessagesNotVisible", 0)),
-            delayed=int(attributes.get("ApproximateNumberOfMessagesDelayed", 0)),
-        )
+        attributes = await self.queue_attributes(queue_url, names)
+        try:
+            visible, in_flight, delayed = (int(attributes[name]) for name in names)
+        except (KeyError, ValueError):
+            raise SQSAnswerNotUnderstood(
+                "GetQueueAttributes answered without the message counts asked for"
+            ) from None
+        return QueueDepth(visible=visible, in_flight=in_flight, delayed=delayed)
 
     # Messages
 
@@ -266,7 +405,9 @@ class SQSClient:
         visibility_timeout: int,
     ) -> list[RawMessage]:
         response = await self._call(
+            "receive",
             self._boto.receive_message,
+            deadline=wait_seconds + RECEIVE_GRACE_SECONDS,
             QueueUrl=queue_url,
             MaxNumberOfMessages=max_messages,
             WaitTimeSeconds=wait_seconds,
@@ -274,34 +415,29 @@ class SQSClient:
             MessageSystemAttributeNames=RECEIVED_ATTRIBUTES,
             MessageAttributeNames=["All"],
         )
-        return [
-            RawMessage(
-                queue_url=queue_url,
-                message_id=m["MessageId"],
-                receipt_handle=m["ReceiptHandle"],
-                body=m.get("Body", ""),
-                attributes={str(k): v for k, v in m.get("Attributes", {}).items()},
-                message_attributes=m.get("MessageAttributes", {}),
-            )
-            for m in response.get("Messages", [])
-        ]
+        return [_received(queue_url, m) for m in _list(response, "Messages", "ReceiveMessage")]
 
-    async def delete(self, queue_url: str, receipt_handles: Sequence[str]) -> list[str]:
-        """Delete in batches of 10, concurrently; return the receipt handles that failed."""
+    async def delete(
+        self, queue_url: str, receipt_handles: Sequence[str], *, lane: Lane = "delete"
+    ) -> list[str]:
+        """Delete in batches of 10, concurrently; return the receipt handles SQS refused.
+        Raises if any batch's outcome is unknown (its messages may or may not be gone)."""
 
         async def batch(chunk: Sequence[str]) -> list[str]:
             entries = [{"Id": str(i), "ReceiptHandle": h} for i, h in enumerate(chunk)]
             response = await self._call(
-                self._boto.delete_message_batch, QueueUrl=queue_url, Entries=entries
+                lane, self._boto.delete_message_batch, QueueUrl=queue_url, Entries=entries
             )
-            return [chunk[int(f["Id"])] for f in response.get("Failed", [])]
+            outcomes = _per_entry("DeleteMessageBatch", len(chunk), response)
+            return [chunk[i] for i, failure in enumerate(outcomes) if failure is not None]
 
         return await _each_chunk(batch, receipt_handles)
 
     async def change_visibility(
-        self, queue_url: str, changes: Sequence[VisibilityChange]
+        self, queue_url: str, changes: Sequence[VisibilityChange], *, lane: Lane = "release"
     ) -> list[str]:
-        """Change visibility in batches of 10, concurrently; return the receipts that failed."""
+        """Change visibility in batches of 10, concurrently; return the receipts SQS
+        refused. Raises if any batch's outcome is unknown."""
 
         async def batch(chunk: Sequence[VisibilityChange]) -> list[str]:
             entries = [
@@ -309,35 +445,44 @@ class SQSClient:
                 for i, c in enumerate(chunk)
             ]
             response = await self._call(
-                self._boto.change_message_visibility_batch, QueueUrl=queue_url, Entries=entries
+                lane,
+                self._boto.change_message_visibility_batch,
+                QueueUrl=queue_url,
+                Entries=entries,
             )
-            return [chunk[int(f["Id"])].receipt_handle for f in response.get("Failed", [])]
+            outcomes = _per_entry("ChangeMessageVisibilityBatch", len(chunk), response)
+            return [chunk[i].receipt_handle for i, f in enumerate(outcomes) if f is not None]
 
         return await _each_chunk(batch, changes)
 
-    async def send(self, queue_url: str, messages: Sequence[OutgoingMessage]) -> int:
-        """Send in batches within SQS's entry and byte limits, concurrently; return how
-        many failed."""
+    async def send(
+        self, queue_url: str, messages: Sequence[OutgoingMessage], *, lane: Lane = "admin"
+    ) -> list[str | None]:
+        """Send in batches within SQS's entry and byte limits, concurrently. Per message,
+        in order: None once SQS stored it, else why not (SQS's code, or why the outcome
+        of its batch is unknown, in which case it may have been stored)."""
 
-        async def batch(chunk: Sequence[OutgoingMessage]) -> list[str]:
+        async def batch(chunk: Sequence[OutgoingMessage]) -> list[str | None]:
             entries = [
                 {
                     "Id": str(i),
                     "MessageBody": m.body,
-                    "MessageAttributes": {
-                        key: {"DataType": "String", "StringValue": value}
-                        for key, value in m.attributes.items()
-                    },
+                    "MessageAttributes": {k: _sqs_attribute(v) for k, v in m.attributes.items()},
                 }
                 for i, m in enumerate(chunk)
             ]
-            response = await self._call(
-                self._boto.send_message_batch, QueueUrl=queue_url, Entries=entries
-            )
-            return [str(f["Id"]) for f in response.get("Failed", [])]
+            try:
+                response = await self._call(
+                    lane, self._boto.send_message_batch, QueueUrl=queue_url, Entries=entries
+                )
+                return _per_entry("SendMessageBatch", len(chunk), response, sent=chunk)
+            except SQS_ERRORS as error:
+                if isinstance(error, ClientError) and is_missing_queue(error):
+                    raise
+                return [f"unknown: {describe_error(error)}"] * len(chunk)
 
         results = await asyncio.gather(*(batch(chunk) for chunk in _by_size(messages)))
-        return sum(len(failed) for failed in results)
+        return [outcome for result in results for outcome in result]
 
     async def redrive_policy(self, queue_url: str) -> dict[str, Any] | None:
         attributes = await self.queue_attributes(queue_url, ["RedrivePolicy"])
@@ -345,10 +490,109 @@ class SQSClient:
         return json.loads(policy) if policy else None
 
 
+def _judge_answer(
+    http_response: AWSResponse, parsed: Mapping[str, Any], model: OperationModel, **_: Any
+) -> None:
+    """botocore's `after-call` hook: a 2xx counts only with SQS's JSON object as its body."""
+    status = http_response.status_code
+    if not 200 <= status < 300:
+        return  # botocore raises ClientError for it next
+    content_type = _content_type(http_response.headers)
+    if content_type != SQS_CONTENT_TYPE:
+        raise SQSAnswerNotUnderstood(
+            f"{model.name}: HTTP {status} with a {content_type or 'typeless'} body, not SQS's JSON"
+        )
+    try:
+        body = json.loads(http_response.content)
+    except ValueError:
+        body = None
+    if not isinstance(body, dict):
+        raise SQSAnswerNotUnderstood(
+            f"{model.name}: HTTP {status} with a body that is not a JSON object "
+            f"({len(http_response.content)} bytes)"
+        )
+
+
+def _field(response: Mapping[str, Any], name: str, operation: str) -> str:
+    value = response.get(name)
+    if not isinstance(value, str) or not value:
+        raise SQSAnswerNotUnderstood(f"{operation} answered without {name}")
+    return value
+
+
+def _list(response: Mapping[str, Any], name: str, operation: str) -> list[Any]:
+    value = response.get(name, [])
+    if not isinstance(value, list):
+        raise SQSAnswerNotUnderstood(f"{operation} answered {name} that is not a list")
+    return value
+
+
+def _md5(text: str) -> str:
+    return hashlib.md5(text.encode(), usedforsecurity=False).hexdigest()
+
+
+def _received(queue_url: str, message: Any) -> RawMessage:
+    """A message as SQS sent it; its body checked against SQS's MD5 of it."""
+    if not isinstance(message, Mapping):
+        raise SQSAnswerNotUnderstood("ReceiveMessage answered a message that is not an object")
+    message_id, receipt, body = (message.get(k) for k in ("MessageId", "ReceiptHandle", "Body"))
+    if not (isinstance(message_id, str) and isinstance(receipt, str) and isinstance(body, str)):
+        raise SQSAnswerNotUnderstood(
+            "ReceiveMessage answered a message without its id, receipt handle or body"
+        )
+    digest = message.get("MD5OfBody")
+    if digest is not None and digest != _md5(body):
+        raise SQSAnswerNotUnderstood(
+            f"ReceiveMessage answered message {message_id} with a body whose MD5 is not SQS's"
+        )
+    return RawMessage(
+        queue_url=queue_url,
+        message_id=message_id,
+        receipt_handle=receipt,
+        body=body,
+        attributes={str(k): str(v) for k, v in message.get("Attributes", {}).items()},
+        message_attributes=message.get("MessageAttributes", {}),
+    )
+
+
+def _per_entry(
+    operation: str,
+    entries: int,
+    response: Mapping[str, Any],
+    *,
+    sent: Sequence[OutgoingMessage] = (),
+) -> list[str | None]:
+    """Per entry (ids "0".."n-1"), in order: None if it succeeded, else SQS's code. An
+    answer that does not account for every entry exactly once is not understood."""
+    outcomes: dict[str, str | None] = {}
+    for entry in _list(response, "Successful", operation):
+        entry_id = entry.get("Id") if isinstance(entry, Mapping) else None
+        if sent and isinstance(entry_id, str) and entry_id.isdigit() and int(entry_id) < entries:
+            digest = entry.get("MD5OfMessageBody")
+            if digest is not None and digest != _md5(sent[int(entry_id)].body):
+                raise SQSAnswerNotUnderstood(
+                    f"{operation} answered entry {entry_id} with an MD5 that is not its body's"
+                )
+        outcomes.setdefault(str(entry_id), None)
+    for entry in _list(response, "Failed", operation):
+        entry_id = entry.get("Id") if isinstance(entry, Mapping) else None
+        code = entry.get("Code") if isinstance(entry, Mapping) else None
+        outcomes[str(entry_id)] = str(code or "refused")
+    expected = [str(i) for i in range(entries)]
+    if sorted(outcomes) != expected:
+        accounted = len(set(outcomes) & set(expected))
+        strangers = len(outcomes) - accounted
+        raise SQSAnswerNotUnderstood(
+            f"{operation} answered for {accounted} of {entries} entries"
+            + (f" and for {strangers} it was not sent" if strangers else "")
+        )
+    return [outcomes[entry_id] for entry_id in expected]
+
+
 async def _each_chunk(
     call: Callable[[Sequence[T]], Awaitable[list[str]]], items: Sequence[T]
 ) -> list[str]:
-    """`call` on every full batch at once (the pool bounds how many run); failures joined."""
+    """`call` on every full batch at once (the lane bounds how many run); failures joined."""
     step = MAX_BATCH_ENTRIES
     results = await asyncio.gather(*(call(items[i : i + step]) for i in range(0, len(items), step)))
     return [failed for result in results for failed in result]
@@ -373,4 +617,4 @@ def _by_size(messages: Sequence[OutgoingMessage]) -> list[list[OutgoingMessage]]
 
 
 # What a command line may catch to turn an SQS failure into one readable line.
-SQS_ERRORS: Final = (BotoCoreError, ClientError)
+SQS_ERRORS: Final = (BotoCoreError, ClientError, SQSAnswerNotUnderstood, SQSCallTimedOut)

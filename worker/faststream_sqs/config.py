@@ -32,31 +32,20 @@ class SQSBrokerConfig(BrokerConfig):
     settle: SettleOptions = field(default_factory=SettleOptions)
     log: logging.Logger = DEFAULT_LOGGER
     _client: SQSClient | None = field(default=None, init=False, repr=False)
-    _settle_client: SQSClient | None = field(default=None, init=False, repr=False)
 
     @property
     def client(self) -> SQSClient:
-        """For polls, look-ups and publishing."""
         if self._client is None:
             raise IncorrectState("SQS broker is not connected; call connect() first")
         return self._client
 
-    @property
-    def settle_client(self) -> SQSClient:
-        """For deletes, visibility changes and dead-letter copies."""
-        if self._settle_client is None:
-            raise IncorrectState("SQS broker is not connected; call connect() first")
-        return self._settle_client
-
-    def connect(self, client: SQSClient, settle_client: SQSClient) -> None:
+    def connect(self, client: SQSClient) -> None:
         self._client = client
-        self._settle_client = settle_client
 
     def disconnect(self) -> None:
-        for client in (self._client, self._settle_client):
-            if client is not None:
-                client.close()
-        self._client = self._settle_client = None
+        if self._client is not None:
+            self._client.close()
+        self._client = None
 
 
 @dataclass(kw_only=True)

@@ -1,11 +1,28 @@
-"""What a dead-letter copy carries besides the body: attribute names the application picks."""
+"""Dead-letter copies: what one carries besides the body, and how it gets there.
+
+A copy carries the reject's reason and detail, the original message id and, from the
+producer, as many of the original's own attributes as SQS's limit of 10 leaves room
+for (ours first). A copy that would exceed the dead-letter queue's message size (SQS
+counts attributes too, so a 1 MiB original cannot travel with a reason) first drops
+the producer's attributes, then has its body cut to fit and says so in an attribute:
+it still reaches the DLQ with its reason, and the log names it.
+"""
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 
-from .client import OutgoingMessage, RawMessage
+from .client import (
+    AttributeValue,
+    OutgoingMessage,
+    RawMessage,
+    SQSClient,
+    attribute_size,
+)
 from .ledger import Decision
+from .limits import MAX_MESSAGE_ATTRIBUTES, MAX_MESSAGE_BYTES
 
 
 @dataclass(frozen=True, slots=True)
@@ -18,24 +35,96 @@ class DeadLetterAttributes:
     original_id: str = "original-message-id"
     # Set by a redrive on what it moves, kept on a new DLQ copy: the run that moved it.
     redrive_run: str = "redrive-run"
+    # On a copy whose body was cut to fit the DLQ: the original body's size in bytes.
+    truncated: str = "body-truncated"
 
     def original_id_of(self, message: RawMessage) -> str:
         return message.attribute(self.original_id) or message.message_id
 
-    def copy(self, message: RawMessage, rejected: Decision) -> OutgoingMessage:
-        attributes = {
+    def ours(self, message: RawMessage, rejected: Decision) -> dict[str, AttributeValue]:
+        attributes: dict[str, AttributeValue] = {
             self.reason: rejected.reason or "rejected",
             self.detail: rejected.detail or "-",
             self.original_id: self.original_id_of(message),
         }
         if redrive_run := message.attribute(self.redrive_run):
             attributes[self.redrive_run] = redrive_run
-        # SQS refuses empty bodies; a blank keeps the evidence.
-        return OutgoingMessage(message.body or " ", attributes)
+        return attributes
 
     def redriven(self, message: RawMessage, run: str) -> OutgoingMessage:
         """Back to the main queue: the reject attributes go (a fresh start); the original
-        id stays, and the redrive run marks it."""
-        return OutgoingMessage(
-            message.body, {self.original_id: self.original_id_of(message), self.redrive_run: run}
-        )
+        id stays, the redrive run marks it, and the producer's attributes travel on."""
+        mine = {self.original_id: self.original_id_of(message), self.redrive_run: run}
+        return OutgoingMessage(message.body, mine | self._producers(message, room=len(mine)))
+
+    def _producers(self, message: RawMessage, *, room: int) -> dict[str, AttributeValue]:
+        """The producer's own attributes that fit beside `room` of ours (in SQS's order)."""
+        ours = {self.reason, self.detail, self.original_id, self.redrive_run, self.truncated}
+        theirs: dict[str, AttributeValue] = {}
+        for name, value in message.message_attributes.items():
+            if name in ours or not isinstance(value, dict) or "DataType" not in value:
+                continue
+            # As SQS takes it back: the type and the one value (no reserved list fields).
+            theirs[name] = {
+                key: value[key]
+                for key in ("DataType", "StringValue", "BinaryValue")
+                if key in value
+            }
+        return dict(list(theirs.items())[: max(0, MAX_MESSAGE_ATTRIBUTES - room)])
+
+    def copy(
+        self, message: RawMessage, rejected: Decision, limit: int = MAX_MESSAGE_BYTES
+    ) -> tuple[OutgoingMessage, bool]:
+        """The copy, within `limit` bytes; and whether its body had to be cut to fit."""
+        mine = self.ours(message, rejected)
+        # SQS refuses empty bodies; a blank keeps the evidence.
+        body = message.body or " "
+        copy = OutgoingMessage(body, mine | self._producers(message, room=len(mine)))
+        if copy.size <= limit:
+            return copy, False
+        marked = mine | {self.truncated: str(len(body.encode()))}
+        room = limit - sum(attribute_size(name, value) for name, value in marked.items())
+        return OutgoingMessage(_cut(body, room) or " ", marked), True
+
+
+def _cut(text: str, limit: int) -> str:
+    """The longest prefix of `text` within `limit` UTF-8 bytes (never half a character)."""
+    return text.encode()[: max(0, limit)].decode(errors="ignore")
+
+
+class DeadLetterQueue:
+    """Copies rejected messages to the DLQ; per message, whether its copy is stored."""
+
+    def __init__(
+        self,
+        client: SQSClient,
+        url: str,
+        *,
+        names: DeadLetterAttributes,
+        max_message_bytes: int,
+        log: logging.Logger,
+    ) -> None:
+        self._client = client
+        self.url = url
+        self._names = names
+        self._max_message_bytes = max_message_bytes
+        self._log = log
+
+    async def copy(self, rejected: Sequence[tuple[RawMessage, Decision]]) -> list[str | None]:
+        """Per message, in order: None once its copy is stored, else why not (its copy
+        may still have been stored when the answer was not understood)."""
+        copies: list[OutgoingMessage] = []
+        for message, decision in rejected:
+            copy, cut = self._names.copy(message, decision, self._max_message_bytes)
+            if cut:
+                self._log.warning(
+                    "message %s (%s) is too large to copy to the dead-letter queue with its "
+                    "reason (DLQ limit %d bytes); its body is cut to fit, and the copy says so "
+                    "in %s",
+                    message.message_id,
+                    decision.reason,
+                    self._max_message_bytes,
+                    self._names.truncated,
+                )
+            copies.append(copy)
+        return await self._client.send(self.url, copies, lane="copy")

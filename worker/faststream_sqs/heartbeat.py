@@ -13,7 +13,7 @@ import contextlib
 import logging
 import time
 
-from .client import SQSClient, VisibilityChange, describe_error
+from .client import SQSClient, VisibilityChange, describe_error, error_kind
 from .ledger import Ledger
 from .options import SettleOptions
 from .outage import Outage
@@ -53,9 +53,10 @@ class Heartbeat:
             try:
                 await self.extend_expiring()
             except Exception as error:  # an outage: keep holding, try again next tick
-                self._failing.failed(describe_error(error))
+                self._failing.failed(describe_error(error), kind=error_kind(error))
             else:
                 self._failing.succeeded()
+        self._failing.close()
 
     def stop(self) -> None:
         self._stopping.set()
@@ -70,7 +71,7 @@ class Heartbeat:
             return
         refused = set(
             await self._client.change_visibility(
-                self._queue_url, [VisibilityChange(h, timeout) for h in expiring]
+                self._queue_url, [VisibilityChange(h, timeout) for h in expiring], lane="extend"
             )
         )
         self._ledger.extended(expiring, refused, now + timeout)

@@ -12,7 +12,8 @@ from collections.abc import Iterator, Sequence
 from typing import Final
 
 from .backoff import Backoff
-from .client import RawMessage, SQSClient, VisibilityChange, describe_error
+from .client import RawMessage, SQSClient, VisibilityChange, describe_error, error_kind
+from .dead_letters import DeadLetterQueue
 from .ledger import Ledger, Slot
 from .observer import SQSObserver
 from .options import SettleOptions
@@ -39,7 +40,7 @@ class Intake:
         client: SQSClient,
         queue_url: str,
         *,
-        dead_letter_url: str | None,
+        dead_letters: DeadLetterQueue | None,
         observer: SQSObserver,
         options: SettleOptions,
         log: logging.Logger,
@@ -48,16 +49,25 @@ class Intake:
         self._watch = watch
         self._client = client
         self._queue_url = queue_url
-        self._dead_letter_url = dead_letter_url
+        self._dead_letters_queue = dead_letters
         self._observer = observer
         self._options = options
         self._log = log
+        self._releases = Outage(
+            log,
+            "cannot hand messages back (%(detail)s); they reappear after their visibility timeout",
+            "handing messages back works again",
+        )
         self._dead_letters = Outage(
             log,
             "cannot copy rejected messages to the dead-letter queue (%(detail)s); they stay "
             "in the queue and are retried after a backoff",
             "dead-lettering works again",
         )
+
+    def close(self) -> None:
+        self._releases.close()
+        self._dead_letters.close()
 
     @property
     def full(self) -> bool:
@@ -94,13 +104,11 @@ class Intake:
             VisibilityChange(h, nack_visibility(by_handle[h].receive_count)) for h in after.back_off
         ]
         if after.dead_letter:
-            if await self._copy_to_dead_letter_queue(after.dead_letter, by_handle):
-                self._ledger.copies_stored(after.dead_letter)
-            else:
-                back_off += [
-                    VisibilityChange(h, nack_visibility(by_handle[h].receive_count))
-                    for h in self._ledger.copies_failed(after.dead_letter)
-                ]
+            failed = await self._copy_to_dead_letter_queue(after.dead_letter, by_handle)
+            back_off += [
+                VisibilityChange(h, nack_visibility(by_handle[h].receive_count))
+                for h in self._ledger.copies_failed(failed)
+            ]
         await self.change_visibility(back_off + [VisibilityChange(h, 0) for h in after.release])
 
     async def hand_back(self, messages: Sequence[RawMessage]) -> None:
@@ -113,40 +121,43 @@ class Intake:
         if not changes:
             return
         try:
-            await self._client.change_visibility(self._queue_url, changes)
+            refused = await self._client.change_visibility(self._queue_url, changes)
         except Exception as error:
-            self._log.warning(
-                "could not change visibility (%s); messages reappear after their timeout",
-                describe_error(error),
-            )
+            self._releases.failed(describe_error(error), kind=error_kind(error))
+            return
+        self._releases.succeeded()
+        if refused:  # stale receipts: SQS has those messages back already
+            self._log.debug("SQS refused %d visibility change(s)", len(refused))
 
     async def _copy_to_dead_letter_queue(
         self, rejected: Sequence[Slot], messages: dict[str, RawMessage]
-    ) -> bool:
-        """Copy rejected messages to the DLQ with their reasons; True once all are stored."""
-        if self._dead_letter_url is None:
+    ) -> list[Slot]:
+        """Copy rejected messages to the DLQ with their reasons; the stored ones are then
+        deleted, the others (returned) stay for a retry. A copy whose outcome is unknown
+        counts as not stored: its original is never deleted on a maybe."""
+        if self._dead_letters_queue is None:
             self._log.error(
                 "no dead-letter queue configured; %d rejected message(s) kept", len(rejected)
             )
-            return False
-        names = self._options.dead_letter_attributes
-        copies = [
-            names.copy(messages[s.receipt_handle], s.decision) for s in rejected if s.decision
-        ]
+            return list(rejected)
+        decided = [(messages[s.receipt_handle], s.decision) for s in rejected if s.decision]
         try:
-            refused = await self._client.send(self._dead_letter_url, copies)
-        except Exception as error:
-            detail = describe_error(error)
-            self._dead_letters.failed(detail, kind=detail.split(":", 1)[0])
-            return False
-        if refused:
-            # Which ones failed is not worth tracking: retrying all only risks a duplicate copy.
-            self._dead_letters.failed(
-                f"SQS refused {refused} of {len(copies)} copies", kind="refused"
-            )
-            return False
-        self._dead_letters.succeeded()
-        for slot in rejected:
+            outcomes = await self._dead_letters_queue.copy(decided)
+        except Exception as error:  # the DLQ is gone: no copy could be stored
+            self._dead_letters.failed(describe_error(error), kind=error_kind(error))
+            return list(rejected)
+        stored = [slot for slot, why in zip(rejected, outcomes, strict=True) if why is None]
+        failed = [slot for slot, why in zip(rejected, outcomes, strict=True) if why is not None]
+        self._ledger.copies_stored(stored)
+        for slot in stored:
             assert slot.decision is not None
             self._observer.dead_lettered(slot.decision.reason)
-        return True
+        if failed:
+            reasons = sorted({why for why in outcomes if why is not None})
+            self._dead_letters.failed(
+                f"{len(failed)} of {len(rejected)} not stored: {', '.join(reasons)}",
+                kind=reasons[0].split(":", 1)[0],
+            )
+        else:
+            self._dead_letters.succeeded()
+        return failed

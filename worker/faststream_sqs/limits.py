@@ -6,9 +6,13 @@ from typing import Final
 
 # Entries per batch call (receive, send, delete, change visibility).
 MAX_BATCH_ENTRIES: Final = 10
-# Bytes of all bodies and attributes in one send: 1 MiB on AWS since 2025, 256 KiB on
-# older APIs and emulators, so that is the bound.
-MAX_BATCH_BYTES: Final = 262_144
+# Bytes of a message, body and attributes (names, types, values) counted, and of all
+# the messages of one send: 1 MiB since August 2025 (AWS, moto and fauxqs alike). A
+# queue may set a lower `MaximumMessageSize`; the dead-letter copier reads its own.
+MAX_MESSAGE_BYTES: Final = 1_048_576
+MAX_BATCH_BYTES: Final = MAX_MESSAGE_BYTES
+# Message attributes per message.
+MAX_MESSAGE_ATTRIBUTES: Final = 10
 MAX_WAIT_SECONDS: Final = 20  # the longest long poll
 MAX_VISIBILITY_TIMEOUT: Final = 43_200  # 12 hours
 

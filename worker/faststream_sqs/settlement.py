@@ -18,6 +18,7 @@ from types import TracebackType
 
 from .checkpointer import Checkpointer
 from .client import SQSClient, VisibilityChange
+from .dead_letters import DeadLetterQueue
 from .heartbeat import Heartbeat
 from .intake import Intake
 from .ledger import Ledger
@@ -34,7 +35,7 @@ class Settlement:
         client: SQSClient,
         queue_url: str,
         *,
-        dead_letter_url: str | None,
+        dead_letters: DeadLetterQueue | None,
         store_effects: StoreEffects,
         observer: SQSObserver,
         options: SettleOptions,
@@ -52,7 +53,7 @@ class Settlement:
             self._watch,
             client,
             queue_url,
-            dead_letter_url=dead_letter_url,
+            dead_letters=dead_letters,
             observer=observer,
             options=options,
             log=log,
@@ -95,6 +96,8 @@ class Settlement:
             await self.intake.change_visibility([VisibilityChange(h, 0) for h in stranded])
         self.heartbeat.stop()
         await self._tasks.join("heartbeat")
+        self.intake.close()
+        self.checkpointer.close()
         if self.ledger.held:
             self._log.warning(
                 "%d counted message(s) could not be deleted; if they reappear they are "

@@ -24,13 +24,15 @@ from faststream.specification.asyncapi.utils import resolve_payloads
 from faststream.specification.schema import Message, Operation, SubscriberSpec
 
 from .backoff import Backoff
-from .client import RawMessage
+from .client import RawMessage, describe_error, error_kind
 from .config import (
     SQSBrokerConfig,
     SQSSubscriberConfig,
     SQSSubscriberSpecificationConfig,
 )
+from .dead_letters import DeadLetterQueue
 from .intake import Intake
+from .limits import MAX_MESSAGE_BYTES
 from .message import AnyDelivery, BatchDelivery, Delivery
 from .outage import Outage
 from .parser import decode_batch, decode_body, parse_batch, parse_message
@@ -129,6 +131,7 @@ class SQSSubscriber(SubscriberUsecase[AnyDelivery]):
         self.running = False
         await self._loops.join("depth sampler", timeout=0)  # between samples: nothing to lose
         await self._loops.join(timeout=self.wait_time_seconds + STOP_MARGIN_SECONDS)
+        self._receives.close()
         await self._settlement.aclose()  # the last checkpoint, its deletes, hand-backs
         self._intake = None
         await super().stop()
@@ -144,15 +147,23 @@ class SQSSubscriber(SubscriberUsecase[AnyDelivery]):
     async def _settlement_for_queue(self) -> Settlement:
         client = self._outer_config.client
         self.queue_url = await client.queue_url(self.queue)
-        self.dead_letter_url = (
-            await client.queue_url(self.dead_letter_queue) if self.dead_letter_queue else None
-        )
+        dead_letters = None
+        if self.dead_letter_queue:
+            self.dead_letter_url = await client.queue_url(self.dead_letter_queue)
+            limits = await client.queue_attributes(self.dead_letter_url, ["MaximumMessageSize"])
+            dead_letters = DeadLetterQueue(
+                client,
+                self.dead_letter_url,
+                names=self._outer_config.settle.dead_letter_attributes,
+                max_message_bytes=int(limits.get("MaximumMessageSize", MAX_MESSAGE_BYTES)),
+                log=self._outer_config.log,
+            )
         return Settlement(
-            # Deletes on their own client and threads: never queued behind long polls,
-            # which would leave counted messages exposed to a crash for longer.
-            self._outer_config.settle_client,
+            # Deletes, extensions and copies each on their own threads (the client's
+            # lanes): never queued behind long polls or behind each other.
+            client,
             self.queue_url,
-            dead_letter_url=self.dead_letter_url,
+            dead_letters=dead_letters,
             store_effects=self._outer_config.store_effects,
             observer=self._outer_config.observer,
             options=self._outer_config.settle,
@@ -217,7 +228,7 @@ class SQSSubscriber(SubscriberUsecase[AnyDelivery]):
                 visibility_timeout=visibility,
             )
         except Exception as error:
-            self._receives.failed(str(error))
+            self._receives.failed(describe_error(error), kind=error_kind(error))
             await asyncio.sleep(POLL_BACKOFF.delay(self._receives.failures))
             return []
         self._receives.succeeded()

@@ -1,0 +1,160 @@
+"""An HTTP proxy in front of an SQS emulator that answers chosen operations oddly.
+
+Where `tests.proxy.FaultyProxy` breaks the TCP link, this one speaks HTTP: it reads
+each request's `X-Amz-Target` (SQS's JSON protocol names the operation there) and,
+for the operations a test picks, answers as a login portal, a broken gateway or a
+throttling front end would, either instead of SQS (the request never reaches it) or
+after SQS acted (SQS did the work; the worker never hears of it).
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Final, Literal
+from urllib.parse import urlparse
+
+LOGIN_PAGE: Final = (
+    b"<html>\n<head><title>Sign in</title></head>\n<body>\nPlease sign in\n</body>\n</html>\n"
+)
+SQS_JSON: Final = "application/x-amz-json-1.0"
+
+Answer = Literal[
+    "html",  # 200 with a login page, instead of SQS
+    "html_after",  # SQS acts, the worker gets 200 with a login page
+    "empty_json",  # 200 with `{}` in SQS's content type, instead of SQS
+    "truncated",  # SQS acts, the worker gets the first half of its answer
+    "hang",  # held for `hang_seconds`, then passed to SQS and answered
+    "html_500",  # 500 with an HTML error page, instead of SQS
+    "throttle",  # 400 ThrottlingException in SQS's JSON, instead of SQS
+]
+ANSWERS: Final[tuple[Answer, ...]] = (
+    "html",
+    "html_after",
+    "empty_json",
+    "truncated",
+    "hang",
+    "html_500",
+    "throttle",
+)
+
+
+@dataclass
+class Fault:
+    answer: Answer
+    every: int = 1  # 2: every other call of the operation
+    hang_seconds: float = 15.0
+
+
+class AnsweringProxy:
+    """`fault(operation, Fault(...))` until `fault(operation, None)`."""
+
+    def __init__(self, upstream: str) -> None:
+        parsed = urlparse(upstream)
+        self._upstream = (parsed.hostname or "127.0.0.1", parsed.port or 80)
+        self._faults: dict[str, Fault] = {}
+        self._lock = threading.Lock()
+        self.calls: Counter[str] = Counter()
+        self.served: Counter[str] = Counter()  # odd answers given, per operation
+        self.attempt_ids: list[str | None] = []  # each ReceiveMessage's, in order
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                operation = str(self.headers.get("X-Amz-Target", "")).rsplit(".", 1)[-1]
+                if operation == "ReceiveMessage":
+                    proxy.attempt_ids.append(json.loads(body).get("ReceiveRequestAttemptId"))
+                fault = proxy._fault_for(operation)
+                if fault is None:
+                    self._reply(*proxy._forward(self.path, dict(self.headers), body))
+                    return
+                answer = fault.answer
+                if answer == "hang":
+                    time.sleep(fault.hang_seconds)
+                    self._reply(*proxy._forward(self.path, dict(self.headers), body))
+                elif answer == "html":
+                    self._reply(200, "text/html; charset=utf-8", LOGIN_PAGE)
+                elif answer == "html_after":
+                    proxy._forward(self.path, dict(self.headers), body)
+                    self._reply(200, "text/html; charset=utf-8", LOGIN_PAGE)
+                elif answer == "empty_json":
+                    self._reply(200, SQS_JSON, b"{}")
+                elif answer == "truncated":
+                    status, content_type, reply = proxy._forward(
+                        self.path, dict(self.headers), body
+                    )
+                    self._reply(status, content_type, reply[: len(reply) // 2])
+                elif answer == "html_500":
+                    self._reply(
+                        500,
+                        "text/html",
+                        b"<html>\n<body>\n<h1>502 Bad Gateway</h1>\n</body>\n</html>\n",
+                    )
+                else:  # throttle
+                    error = {
+                        "__type": "com.amazonaws.sqs#ThrottlingException",
+                        "message": "Rate exceeded",
+                    }
+                    self._reply(400, SQS_JSON, json.dumps(error).encode())
+
+            def _reply(self, status: int, content_type: str, reply: bytes) -> None:
+                self.send_response(status)
+                self.send_header("Content-Type", content_type)
+                self.send_header("Content-Length", str(len(reply)))
+                self.send_header("x-amzn-RequestId", "proxy")
+                self.end_headers()
+                self.wfile.write(reply)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    @property
+    def endpoint(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host!s}:{port}"
+
+    def start(self) -> AnsweringProxy:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def fault(self, operation: str, fault: Fault | None) -> None:
+        with self._lock:
+            if fault is None:
+                self._faults.pop(operation, None)
+            else:
+                self._faults[operation] = fault
+
+    def _fault_for(self, operation: str) -> Fault | None:
+        with self._lock:
+            self.calls[operation] += 1
+            fault = self._faults.get(operation)
+            if fault is None or self.calls[operation] % fault.every:
+                return None
+            self.served[operation] += 1
+            return fault
+
+    def _forward(self, path: str, headers: dict[str, str], body: bytes) -> tuple[int, str, bytes]:
+        connection = http.client.HTTPConnection(*self._upstream, timeout=60)
+        try:
+            wanted = {k: v for k, v in headers.items() if k.lower() not in ("host", "connection")}
+            connection.request("POST", path, body=body, headers=wanted)
+            response = connection.getresponse()
+            return response.status, response.getheader("Content-Type", ""), response.read()
+        finally:
+            connection.close()

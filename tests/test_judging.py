@@ -1,0 +1,210 @@
+"""What counts as SQS's answer, on its own: no server, milliseconds per test."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from typing import Any
+
+import pytest
+from botocore.awsrequest import AWSResponse, HTTPHeaders
+from botocore.exceptions import ClientError
+
+from worker.faststream_sqs.client import (
+    OutgoingMessage,
+    RawMessage,
+    SQSAnswerNotUnderstood,
+    _judge_answer,
+    _per_entry,
+    _received,
+    attribute_size,
+    describe_error,
+    error_kind,
+)
+from worker.faststream_sqs.dead_letters import DeadLetterAttributes
+from worker.faststream_sqs.ledger import rejection
+from worker.faststream_sqs.outage import Outage
+
+
+class Operation:
+    name = "DeleteMessageBatch"
+
+
+def answer(status: int, content_type: str, body: bytes) -> None:
+    headers = HTTPHeaders()
+    if content_type:
+        headers["Content-Type"] = content_type
+    response = AWSResponse("http://sqs", status, headers, raw=Raw(body))
+    _judge_answer(http_response=response, parsed={}, model=Operation())  # type: ignore[arg-type]
+
+
+class Raw:
+    """What botocore reads a body from."""
+
+    def __init__(self, body: bytes) -> None:
+        self._body = body
+
+    def stream(self, **kwargs: Any) -> Any:
+        yield self._body
+
+
+def test_sqs_json_is_an_answer_with_or_without_a_charset() -> None:
+    answer(200, "application/x-amz-json-1.0", b'{"Successful": []}')
+    answer(200, "application/x-amz-json-1.0; charset=utf-8", b"{}")
+
+
+@pytest.mark.parametrize(
+    ("content_type", "body", "says"),
+    [
+        ("text/html", b"<html>Please sign in</html>", "with a text/html body"),
+        ("", b"", "with a typeless body"),
+        ("application/x-amz-json-1.0", b'{"Successful": [{"Id": "0"', "not a JSON object"),
+        ("application/x-amz-json-1.0", b"[]", "not a JSON object"),
+        ("application/x-amz-json-1.0", b"", "not a JSON object"),
+    ],
+)
+def test_a_2xx_that_is_not_sqs_json_is_not_an_answer(
+    content_type: str, body: bytes, says: str
+) -> None:
+    with pytest.raises(SQSAnswerNotUnderstood, match=says) as raised:
+        answer(200, content_type, body)
+    assert "sign in" not in str(raised.value), "never the page's body"
+
+
+def test_errors_are_left_to_botocore() -> None:
+    answer(500, "text/html", b"<html>Bad Gateway</html>")  # botocore raises ClientError next
+
+
+def test_every_entry_of_a_batch_must_be_accounted_for_once() -> None:
+    both = {"Successful": [{"Id": "0"}], "Failed": [{"Id": "1", "Code": "ReceiptHandleIsInvalid"}]}
+    assert _per_entry("DeleteMessageBatch", 2, both) == [None, "ReceiptHandleIsInvalid"]
+    assert _per_entry("DeleteMessageBatch", 1, {"Successful": [{"Id": "0"}]}) == [None]
+    odd_answers: list[tuple[dict[str, Any], str]] = [
+        ({}, "for 0 of 2 entries"),
+        ({"Successful": [{"Id": "0"}]}, "for 1 of 2 entries"),
+        ({"Successful": [{"Id": "0"}, {"Id": "1"}, {"Id": "7"}]}, "for 1 it was not sent"),
+        ({"Successful": "all"}, "not a list"),
+    ]
+    for odd, says in odd_answers:
+        with pytest.raises(SQSAnswerNotUnderstood, match=says):
+            _per_entry("DeleteMessageBatch", 2, odd)
+
+
+def test_a_sent_copy_whose_md5_is_not_its_bodys_is_not_stored() -> None:
+    sent = [OutgoingMessage("body")]
+    good = hashlib.md5(b"body").hexdigest()
+    ok = {"Successful": [{"Id": "0", "MessageId": "m", "MD5OfMessageBody": good}]}
+    assert _per_entry("SendMessageBatch", 1, ok, sent=sent) == [None]
+    bad = {"Successful": [{"Id": "0", "MessageId": "m", "MD5OfMessageBody": "0" * 32}]}
+    with pytest.raises(SQSAnswerNotUnderstood, match="MD5"):
+        _per_entry("SendMessageBatch", 1, bad, sent=sent)
+
+
+def test_a_received_message_must_carry_its_id_receipt_and_body_unaltered() -> None:
+    md5 = hashlib.md5("héllo".encode()).hexdigest()
+    whole = {"MessageId": "m", "ReceiptHandle": "r", "Body": "héllo", "MD5OfBody": md5}
+    assert _received("q", whole).body == "héllo"
+    with pytest.raises(SQSAnswerNotUnderstood, match="MD5"):
+        _received("q", whole | {"Body": "héll"})
+    with pytest.raises(SQSAnswerNotUnderstood, match="receipt handle"):
+        _received("q", {"MessageId": "m", "Body": "x"})
+
+
+def client_error(status: int, content_type: str, body: dict[str, Any]) -> ClientError:
+    response: Any = {
+        "Error": body,
+        "ResponseMetadata": {
+            "HTTPStatusCode": status,
+            "HTTPHeaders": {"content-type": content_type},
+        },
+    }
+    return ClientError(response, "ReceiveMessage")
+
+
+def test_an_error_is_one_line_with_its_code_or_status_never_a_page() -> None:
+    page = client_error(500, "text/html", {"Code": "500", "Message": "<html>\n<h1>Bad</h1>\n"})
+    assert describe_error(page) == "HTTP 500 with a text/html body"
+    assert error_kind(page) == "HTTP 500"
+    throttled = client_error(
+        400, "application/x-amz-json-1.0", {"Code": "ThrottlingException", "Message": "Rate\nx"}
+    )
+    assert describe_error(throttled) == "ThrottlingException: Rate"
+    assert error_kind(throttled) == "ThrottlingException"
+    assert len(describe_error(RuntimeError("x" * 1000))) <= 200
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_an_outage_that_flaps_is_one_line_when_it_starts_and_one_when_it_ends(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    clock = Clock()
+    outage = Outage(logging.getLogger("test.outage"), "failing (%(detail)s)", "works again",
+                    settle_seconds=5, clock=clock)  # fmt: skip
+    with caplog.at_level(logging.INFO, "test.outage"):
+        for step in range(40):  # every other call throttled, for 20 s
+            clock.now = step * 0.5
+            if step % 2:
+                outage.failed("ThrottlingException", kind="ThrottlingException")
+            else:
+                outage.succeeded()
+        for step in range(40, 60):  # then 10 s of successes
+            clock.now = step * 0.5
+            outage.succeeded()
+    assert [r.getMessage() for r in caplog.records] == [
+        "failing (ThrottlingException)",
+        "works again",
+    ]
+
+
+def test_an_outage_of_another_kind_is_said_and_one_ended_by_shutdown_is_said_too(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    clock = Clock()
+    outage = Outage(logging.getLogger("test.outage"), "failing (%(detail)s)", "works again",
+                    settle_seconds=5, clock=clock)  # fmt: skip
+    with caplog.at_level(logging.INFO, "test.outage"):
+        outage.failed("HTTP 503", kind="HTTP 503")
+        outage.failed("HTTP 503", kind="HTTP 503")
+        outage.failed("SQSCallTimedOut", kind="SQSCallTimedOut")
+        outage.succeeded()
+        outage.close()  # succeeding when the calls stop: the outage ended
+    assert [r.getMessage() for r in caplog.records] == [
+        "failing (HTTP 503)",
+        "failing (SQSCallTimedOut)",
+        "works again",
+    ]
+
+
+def test_a_dead_letter_copy_keeps_the_producers_attributes_ours_first_within_ten() -> None:
+    names = DeadLetterAttributes()
+    producer: dict[str, dict[str, Any]] = {
+        f"attr{i}": {"DataType": "String", "StringValue": str(i)} for i in range(9)
+    }
+    producer["blob"] = {"DataType": "Binary", "BinaryValue": b"\x00\x01", "BinaryListValues": []}
+    message = RawMessage("q", "id-1", "r", body="{oops", message_attributes=producer)
+    copy, cut = names.copy(message, rejection("malformed_json", "line 1"))
+    assert not cut
+    assert list(copy.attributes)[:3] == [names.reason, names.detail, names.original_id]
+    assert len(copy.attributes) == 10
+    assert list(copy.attributes)[3:] == [f"attr{i}" for i in range(7)]
+
+
+def test_a_reject_too_large_to_copy_with_its_reason_is_cut_to_fit_and_says_so() -> None:
+    names = DeadLetterAttributes()
+    body = "é" * 600  # 1,200 bytes
+    message = RawMessage("q", "id-1", "r", body=body, message_attributes={
+        "tenant": {"DataType": "String", "StringValue": "acme"}})  # fmt: skip
+    copy, cut = names.copy(message, rejection("malformed_json", "x"), limit=1_024)
+    assert cut
+    assert copy.size <= 1_024
+    assert body.startswith(copy.body)
+    assert copy.attributes[names.truncated] == "1200"
+    assert "tenant" not in copy.attributes, "the producer's attributes go first"
+    assert attribute_size("a", "bc") == 1 + len("String") + 2
