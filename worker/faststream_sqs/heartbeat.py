@@ -39,8 +39,19 @@ class Heartbeat:
         self._stopping = asyncio.Event()
         self._failing = Outage(
             log,
-            "extending visibility failed (%(detail)s); retrying every tick",
+            "extending visibility failed (%(detail)s); retrying every tick (a held message "
+            "whose timeout lapses meanwhile is SQS's again, and counted on redelivery)",
             "extending visibility works again",
+        )
+        # SQS taking held messages back while extensions work (stale receipts, SQS's 12 h
+        # cap, a tick that came too late): a state too, one line when it starts.
+        self._taken_back = Outage(
+            log,
+            "SQS has %(detail)s held message(s) back (a refused extension, or a lapsed "
+            "visibility timeout); they are redelivered and counted then, their counts here "
+            "taken back unless already exported",
+            "held messages stay hidden again",
+            settle_seconds=60,
         )
 
     async def run(self) -> None:
@@ -49,38 +60,38 @@ class Heartbeat:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), self._tick())
             if self._stopping.is_set():
-                return
+                break
             try:
-                await self.extend_expiring()
+                taken_back = await self.extend_expiring()
             except Exception as error:  # an outage: keep holding, try again next tick
                 self._failing.failed(describe_error(error), kind=error_kind(error))
-            else:
-                self._failing.succeeded()
+                continue
+            self._failing.succeeded()
+            if taken_back and not self._failing.ongoing:
+                self._taken_back.failed(str(taken_back))
+            elif not taken_back:
+                self._taken_back.succeeded()
         self._failing.close()
+        self._taken_back.close()
 
     def stop(self) -> None:
         self._stopping.set()
 
-    async def extend_expiring(self) -> None:
+    async def extend_expiring(self) -> int:
+        """Extend what expires within half the timeout; how many messages SQS has back
+        (lapsed before this tick, or refused now)."""
         now = time.monotonic()
         timeout = self._options.visibility_timeout
         lapsed, expiring = self._ledger.due_for_extension(now, now + timeout / 2)
-        if lapsed:
-            self._log.warning("%d held message(s) outlived their visibility timeout", len(lapsed))
         if not expiring:
-            return
+            return len(lapsed)
         refused = set(
             await self._client.change_visibility(
                 self._queue_url, [VisibilityChange(h, timeout) for h in expiring], lane="extend"
             )
         )
         self._ledger.extended(expiring, refused, now + timeout)
-        if refused:
-            self._log.warning(
-                "SQS refused to extend %d message(s); they will be redelivered and counted "
-                "then (their counts here were not exported, or are taken back)",
-                len(refused),
-            )
+        return len(lapsed) + len(refused)
 
     def _tick(self) -> float:
         return max(
