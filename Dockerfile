@@ -1,8 +1,8 @@
-# syntax=docker/dockerfile:1.7
+# syntax=docker/dockerfile:1.26
 # nps-worker: a slim, non-root image with the locked runtime dependencies only.
 #   docker build -t nps-worker:dev .
 
-ARG PYTHON_IMAGE=python:3.11.15-slim-bookworm
+ARG PYTHON_IMAGE=python:3.11.16-slim-trixie
 
 FROM ghcr.io/astral-sh/uv:0.13.9 AS uv
 

@@ -1,5 +1,5 @@
-"""`uv run --group peers python -m benchmarks`: the worker, plain boto3 loops and peer
-frameworks on one SQS emulator, measured alike, in alternating rounds.
+"""`uv run python -m benchmarks`: the worker, plain boto3 loops and peer frameworks on
+one SQS emulator, measured alike, in alternating rounds.
 
 Every consumer runs in a process of its own against a fresh queue that the emulator's
 producer keeps at `--backlog` messages. After `--warmup` deletions, the benchmark reads
@@ -7,6 +7,8 @@ the server's counters and the consumer's CPU clock (/proc/PID/stat) at both ends
 `--seconds` window. Rounds run the consumers forward, then backward, so that each ratio
 is taken between runs of the same round (paired) and reported as a median over rounds.
 Then the worker's cost at rest, its memory over a soak and its shutdown times.
+The peers run with the Python of their own environment (`uv sync --project
+benchmarks/peers`), so that their pins never reach the product's lock.
 docs/benchmarks.md explains the figures.
 """
 
@@ -26,7 +28,6 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from importlib.util import find_spec
 from pathlib import Path
 from typing import Any, cast
 
@@ -41,6 +42,8 @@ BODIES = tuple(BODY.format(kind=KINDS[i % 3], value=i % 50) for i in range(150))
 TICK = os.sysconf("SC_CLK_TCK")
 # The peers' modules in benchmarks/peers, and the PyPI module each needs.
 PEERS = {"asyncfast": "asyncfast", "sqs-workers": "sqs_workers"}
+# Their uv project (benchmarks/peers/pyproject.toml) and the environment it syncs.
+PEERS_PYTHON = ROOT / "benchmarks" / "peers" / ".venv" / "bin" / "python"
 CONSUMERS = ("prototype", "raw", "worker", *PEERS)
 # `--baseline DIR`: the worker of another checkout (a git worktree with its own .venv).
 BASELINE = "baseline"
@@ -167,7 +170,15 @@ def command(
         return Command(argv, _clean_env())
     module = f"benchmarks.peers.{PEERS[name]}_app"
     env = _clean_env() | {"BENCH_ENDPOINT": sqs.endpoint, "BENCH_QUEUE": queue}
-    return Command([python, "-m", module], env)
+    return Command([str(PEERS_PYTHON), "-m", module], env)
+
+
+def peer_installed(name: str) -> bool:
+    """Whether the peers' environment can import `name`'s framework."""
+    if not PEERS_PYTHON.exists():
+        return False
+    check = [str(PEERS_PYTHON), "-c", f"import {PEERS[name]}"]
+    return subprocess.run(check, cwd=ROOT, capture_output=True, check=False).returncode == 0
 
 
 @contextmanager
@@ -339,12 +350,12 @@ def main() -> None:
     if args.smoke:
         args.rounds, args.seconds, args.warmup = 1, 2.0, 100
         args.backlog, args.idle_seconds, args.soak = min(args.backlog, 1000), 5.0, 0
-    consumers = args.consumers or [
-        c for c in CONSUMERS if c not in PEERS or find_spec(PEERS[c]) is not None
-    ]
-    missing = [c for c in consumers if c in PEERS and find_spec(PEERS[c]) is None]
+    consumers = args.consumers or [c for c in CONSUMERS if c not in PEERS or peer_installed(c)]
+    missing = [c for c in consumers if c in PEERS and not peer_installed(c)]
     if missing:
-        raise SystemExit(f"benchmark: {', '.join(missing)} not installed: uv sync --group peers")
+        raise SystemExit(
+            f"benchmark: {', '.join(missing)} not installed: uv sync --project benchmarks/peers"
+        )
     consumers = ["worker", *(c for c in consumers if c != "worker")]
     if args.baseline:
         consumers.append(BASELINE)

