@@ -83,7 +83,7 @@ LONGEST_ANSWER_SECONDS = DEFAULT_EXPORT_TIMEOUT_MS / 1000 / 2
 def seconds(duration: str) -> float:
     units = {"ms": 0.001, "s": 1, "m": 60, "h": 3600}
     parts = re.findall(r"(\d+(?:\.\d+)?)(ms|s|m|h)", duration)
-    assert parts and "".join(a + b for a, b in parts) == duration, duration
+    assert "".join(a + b for a, b in parts) == duration, duration
     return sum(float(amount) * units[unit] for amount, unit in parts)
 
 
@@ -118,8 +118,7 @@ def early_acknowledgers(config: dict[str, Any]) -> list[str]:
             longest += elapsed
         if longest > LONGEST_ANSWER_SECONDS:
             problems.append(
-                f"exporter {name} may answer after {longest:g} s, past "
-                f"{LONGEST_ANSWER_SECONDS:g} s"
+                f"exporter {name} may answer after {longest:g} s, past {LONGEST_ANSWER_SECONDS:g} s"
             )
     return problems
 

@@ -246,7 +246,8 @@ def panel_queries(instance: str = ".*") -> dict[str, str]:
 def instance_variable_query() -> str:
     [variable] = [v for v in dashboard()["templating"]["list"] if v["name"] == "instance"]
     query = str(variable["query"]["query"])
-    assert query.startswith("query_result(") and query.endswith(")")
+    assert query.startswith("query_result(")
+    assert query.endswith(")")
     assert variable["regex"] == '/worker="([^"]+)"/'  # the label the panels group by
     return fill(query.removeprefix("query_result(").removesuffix(")"))
 
@@ -324,9 +325,7 @@ GRID = 2**20
 
 
 @pytest.mark.parametrize("fleet", ["kubernetes", "compose"])
-def test_every_dashboard_query_evaluates_to_the_expected_values(
-    tmp_path: Path, fleet: str
-) -> None:
+def test_every_dashboard_query_evaluates_to_the_expected_values(tmp_path: Path, fleet: str) -> None:
     expected = fleet_expected(fleet)
     queries = panel_queries() | {"instance_values": instance_variable_query()}
     for name in [n for n in expected if n.startswith("chosen_")]:
