@@ -35,7 +35,7 @@ def soak(*values: str) -> Any:
         # What the Collector answers when Prometheus failed (tests/test_collector_pipeline.py
         # has the reasoning): retryable, and permanent.
         soak("unavailable", "refused: HTTP 503"),
-        ("bad_request", "refused: HTTP 400"),
+        soak("bad_request", "refused: HTTP 400"),
     ],
 )
 def test_an_answer_that_is_not_stored_holds_every_message_and_says_why_once(
