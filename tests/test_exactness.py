@@ -203,6 +203,7 @@ def test_per_signal_variables_win_over_the_generic_ones(
 def test_the_export_timeout_is_read_in_milliseconds_within_bounds() -> None:
     """The specification's unit: this SDK alone reads seconds (10000 meant 2.8 hours)."""
     assert Settings(otel_exporter_otlp_timeout="10000").otlp_export.timeout_seconds == 10
+    assert Settings(otel_exporter_otlp_timeout="").otlp_export.timeout_seconds == 10  # unset
     both = Settings(otel_exporter_otlp_timeout="10000", otel_exporter_otlp_metrics_timeout="2500")
     assert both.otlp_export.timeout_seconds == 2.5
     bounded = Settings(otel_exporter_otlp_timeout="8000", otel_metric_export_timeout="3000")

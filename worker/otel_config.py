@@ -119,7 +119,7 @@ def boolean(text: str) -> bool:
 
 def not_supported(environ: dict[str, str] | os._Environ[str]) -> str | None:
     """One line for the first variable the worker would ignore, or None."""
-    for name in sorted(environ):
+    for name in sorted(n for n, value in environ.items() if value):  # empty is unset
         for pattern, why in _NOT_SUPPORTED:
             if pattern.fullmatch(name.upper()):
                 return f"{name.upper()}: not supported: {why}; unset it"

@@ -19,9 +19,11 @@ from pydantic import (
     BeforeValidator,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
+from pydantic_core import PydanticUseDefault
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from . import otel_config
@@ -82,10 +84,7 @@ class ConfigurationError(Exception):
 
 
 class Settings(BaseSettings):
-    # An empty variable is an unset one, as the OpenTelemetry SDK and boto3 read them.
-    model_config = SettingsConfigDict(
-        case_sensitive=False, extra="ignore", frozen=True, env_ignore_empty=True
-    )
+    model_config = SettingsConfigDict(case_sensitive=False, extra="ignore", frozen=True)
 
     sqs_queue_name: str = "hands-on-interview"
     sqs_queue_url: str | None = None
@@ -152,6 +151,14 @@ class Settings(BaseSettings):
     otel_exporter_otlp_metrics_default_histogram_aggregation: Annotated[
         Literal["explicit_bucket_histogram"] | None, BeforeValidator(_lower)
     ] = None
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _empty_otel_is_unset(cls, value: Any, info: ValidationInfo) -> Any:
+        # As the OpenTelemetry SDK reads its variables (`os.environ.get(...) or default`).
+        if info.field_name and info.field_name.startswith("otel_") and value == "":
+            raise PydanticUseDefault
+        return value
 
     @field_validator("sqs_queue_name")
     @classmethod
