@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import threading
 from collections.abc import Iterator
@@ -10,6 +11,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Final
 
 import grpc
+from google.rpc import code_pb2, status_pb2  # type: ignore[import-untyped]
 from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2_grpc
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
     ExportMetricsServiceRequest,
@@ -56,11 +58,14 @@ class Exports:
         with self._lock:
             self.requests.append(request)
 
+    def received(self) -> list[ExportMetricsServiceRequest]:
+        """Every stored export so far, in the order received."""
+        with self._lock:
+            return list(self.requests)
+
     def points(self) -> Iterator[tuple[dict[str, str], str, dict[str, str], Any]]:
         """(resource attributes, metric name, point attributes, point) for every point."""
-        with self._lock:
-            requests = list(self.requests)
-        for request in requests:
+        for request in self.received():
             for rm in request.resource_metrics:
                 resource = _attributes(rm.resource.attributes)
                 for sm in rm.scope_metrics:
@@ -90,8 +95,26 @@ class Exports:
 
 
 # How a receiver may answer an export; only "stored" stores it.
-ANSWERS: Final = ("stored", "down", "partial", "redirect", "redirect_to_login", "login_page")
+ANSWERS: Final = (
+    "stored",
+    "down",
+    "partial",
+    "redirect",
+    "redirect_to_login",
+    "login_page",
+    "unavailable",
+    "bad_request",
+    "silent",
+)
 LOGIN_PAGE: Final = b"<html><body>Please sign in</body></html>"
+# What the Collector's OTLP receiver answers when its exporter failed (tests/
+# test_collector_pipeline.py has the reasoning): a retryable error (Prometheus unreachable
+# or refusing with 503, the memory limiter) as 503, a permanent one (Prometheus's 400) as
+# 400, each with a protobuf google.rpc.Status body.
+COLLECTOR_ERRORS: Final = {
+    "unavailable": (503, code_pb2.UNAVAILABLE, grpc.StatusCode.UNAVAILABLE),
+    "bad_request": (400, code_pb2.INVALID_ARGUMENT, grpc.StatusCode.INVALID_ARGUMENT),
+}
 
 
 class OTLPReceiver(Exports):
@@ -100,13 +123,18 @@ class OTLPReceiver(Exports):
     `answer` makes it misbehave as real receivers and the proxies before them do:
     down (503), a partial success that rejects every point, a redirect with no
     `Location`, an auth proxy's redirect to a login page (which answers GET 200),
-    or that login page served in place of the answer.
+    that login page served in place of the answer, the Collector's answers when its
+    exporter failed (`unavailable`, `bad_request`), or no answer at all (`silent`).
+    `delay` seconds pass between storing an export and answering it.
     """
 
     def __init__(self) -> None:
         super().__init__()
         self.answer = "stored"
+        self.delay = 0.0
         self.attempts = 0  # every POST, whatever the answer
+        self.headers: list[dict[str, str]] = []  # each POST's, as received
+        self._hang_up = threading.Event()
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -120,10 +148,20 @@ class OTLPReceiver(Exports):
                 request = ExportMetricsServiceRequest()
                 request.ParseFromString(body)
                 receiver.attempts += 1
+                receiver.headers.append({k.lower(): v for k, v in self.headers.items()})
                 answer = receiver.answer
                 if answer == "stored":
                     receiver.add(request)
+                    receiver._hang_up.wait(receiver.delay)
                     self._reply(200, PROTOBUF, ExportMetricsServiceResponse().SerializeToString())
+                elif answer == "silent":
+                    receiver._hang_up.wait()
+                elif answer in COLLECTOR_ERRORS:
+                    status, code, _ = COLLECTOR_ERRORS[answer]
+                    body = status_pb2.Status(
+                        code=code, message="exporting failed"
+                    ).SerializeToString()
+                    self._reply(status, PROTOBUF, body)
                 elif answer == "down":
                     self._reply(503, "text/plain", b"down")
                 elif answer == "partial":
@@ -138,13 +176,15 @@ class OTLPReceiver(Exports):
             def _reply(
                 self, status: int, content_type: str, body: bytes, location: str = ""
             ) -> None:
-                self.send_response(status)
-                self.send_header("Content-Type", content_type)
-                self.send_header("Content-Length", str(len(body)))
-                if location:
-                    self.send_header("Location", location)
-                self.end_headers()
-                self.wfile.write(body)
+                # The client may have given up waiting (a delayed answer): nothing to tell.
+                with contextlib.suppress(OSError):
+                    self.send_response(status)
+                    self.send_header("Content-Type", content_type)
+                    self.send_header("Content-Length", str(len(body)))
+                    if location:
+                        self.send_header("Location", location)
+                    self.end_headers()
+                    self.wfile.write(body)
 
             def log_message(self, *args: Any) -> None:
                 pass
@@ -161,17 +201,21 @@ class OTLPReceiver(Exports):
         self._thread.start()
 
     def stop(self) -> None:
+        self._hang_up.set()  # what still waits answers now
         self._server.shutdown()
         self._server.server_close()
 
 
 class GrpcOTLPReceiver(Exports, metrics_service_pb2_grpc.MetricsServiceServicer):
-    """OTLP/gRPC on 127.0.0.1 and a free port; `partial` rejects every point (status OK)."""
+    """OTLP/gRPC on 127.0.0.1 and a free port; `partial` rejects every point (status OK);
+    `error` answers as the Collector does when its exporter failed (`COLLECTOR_ERRORS`)."""
 
     def __init__(self) -> None:
         super().__init__()
         self.partial = False
+        self.error: str | None = None
         self.attempts = 0
+        self.metadata: list[dict[str, str]] = []  # each call's, as received
         self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
         # generated gRPC code carries no type hints
         metrics_service_pb2_grpc.add_MetricsServiceServicer_to_server(self, self._server)  # type: ignore[no-untyped-call]
@@ -181,6 +225,9 @@ class GrpcOTLPReceiver(Exports, metrics_service_pb2_grpc.MetricsServiceServicer)
         self, request: ExportMetricsServiceRequest, context: Any
     ) -> ExportMetricsServiceResponse:
         self.attempts += 1
+        self.metadata.append(dict(context.invocation_metadata()))
+        if self.error is not None:
+            context.abort(COLLECTOR_ERRORS[self.error][2], "exporting failed")
         if self.partial:
             return _reject_all(request)
         self.add(request)

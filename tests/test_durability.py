@@ -32,6 +32,10 @@ def soak(*values: str) -> Any:
         soak("redirect", "redirected: HTTP 302 to nowhere"),
         soak("login_page", "not an OTLP answer: HTTP 200 with a text/html body"),
         soak("down", "refused: HTTP 503"),
+        # What the Collector answers when Prometheus failed (tests/test_collector_pipeline.py
+        # has the reasoning): retryable, and permanent.
+        soak("unavailable", "refused: HTTP 503"),
+        soak("bad_request", "refused: HTTP 400"),
     ],
 )
 def test_an_answer_that_is_not_stored_holds_every_message_and_says_why_once(
@@ -85,6 +89,46 @@ def test_a_grpc_partial_success_is_not_stored(
     assert grpc_otlp.fleet_totals("nps.events", "event.type") == {"purchase": 25}
     assert stderr.count(NOT_STORED) == 1, stderr
     assert "points rejected: " in stderr
+
+
+@pytest.mark.soak  # the HTTP answers run by default; these in the soak suite
+@pytest.mark.parametrize(
+    ("error", "reason", "attempts"),
+    [
+        # The SDK retries UNAVAILABLE itself, 4 attempts within the export timeout, before
+        # the checkpoint fails; INVALID_ARGUMENT fails it at once, the worker retries.
+        ("unavailable", "refused: gRPC UNAVAILABLE", 5),
+        ("bad_request", "refused: gRPC INVALID_ARGUMENT", 2),
+    ],
+)
+def test_the_collectors_grpc_errors_hold_every_message_and_are_retried(
+    worker_env: Env,
+    sqs_endpoint: str,
+    grpc_otlp: GrpcOTLPReceiver,
+    error: str,
+    reason: str,
+    attempts: int,
+) -> None:
+    grpc_otlp.error = error
+    env = worker_env.with_(
+        OTEL_EXPORTER_OTLP_PROTOCOL="grpc", OTEL_EXPORTER_OTLP_ENDPOINT=grpc_otlp.endpoint
+    )
+    queue_url, _ = provision(env)
+    sqs = sqs_client(sqs_endpoint)
+    send_bodies(sqs, queue_url, [EVENT] * 25)
+    worker = nps_worker("run", env=env)
+    wait_until(lambda: depth(sqs, queue_url) == (0, 25), 30, "all 25 to be held")
+    seen = grpc_otlp.attempts
+    wait_until(lambda: grpc_otlp.attempts >= seen + attempts, 60, "a failed checkpoint")
+    assert depth(sqs, queue_url) == (0, 25)
+
+    grpc_otlp.error = None
+    wait_until(lambda: depth(sqs, queue_url) == (0, 0), 30, "the queue to drain")
+    code, _, stderr = stop(worker, 30)
+    assert code == 0, stderr
+    assert grpc_otlp.fleet_totals("nps.events", "event.type") == {"purchase": 25}
+    assert stderr.count(NOT_STORED) == 1, stderr
+    assert reason in stderr
 
 
 @pytest.mark.parametrize(

@@ -120,14 +120,21 @@ def worker_settings(rendering: str) -> Settings:
     return Settings.model_validate({key.lower(): value for key, value in data.items()})
 
 
-def test_the_instance_id_is_the_pod_name() -> None:
+def test_the_pod_name_travels_beside_the_instance_id_never_as_it() -> None:
+    """A pod keeps its name when its container restarts: were it the instance id, the new
+    process would count from zero in the old process's series (issue 22)."""
     [container] = one("base", "Deployment", "nps-worker")["spec"]["template"]["spec"]["containers"]
     env = {e["name"]: e for e in container["env"]}
     assert env["POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
     attributes = dict(
         pair.split("=", 1) for pair in env["OTEL_RESOURCE_ATTRIBUTES"]["value"].split(",")
     )
-    assert attributes["service.instance.id"] == "$(POD_NAME)"
+    assert attributes == {
+        "k8s.pod.name": "$(POD_NAME)",
+        "k8s.namespace.name": "$(POD_NAMESPACE)",
+    }
+    # And the worker would accept them (it refuses an instance id given to it).
+    Settings(otel_resource_attributes=env["OTEL_RESOURCE_ATTRIBUTES"]["value"])
 
 
 @pytest.mark.parametrize("rendering", ["overlays/kind", "overlays/aws"])

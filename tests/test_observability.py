@@ -222,27 +222,42 @@ def dashboard() -> dict[str, Any]:
     return loaded
 
 
-def panel_queries() -> dict[str, str]:
-    """`panel_<id>_<refId>` -> the panel's PromQL with Grafana's variables filled in."""
-    fill = {
+def fill(expr: str, instance: str = ".*") -> str:
+    """A panel's PromQL as Grafana sends it, its variables filled in."""
+    values = {
         "$__rate_interval": "5m",
         "$__range": "1h",
         "$event_type": ".*",
-        "$instance": ".*",
+        "$instance": instance,
     }
-    queries = {}
-    for panel in dashboard()["panels"]:
-        for target in panel["targets"]:
-            expr = target["expr"]
-            for variable, value in fill.items():
-                expr = expr.replace(variable, value)
-            assert "$" not in expr, expr
-            queries[f"panel_{panel['id']}_{target['refId']}"] = expr
-    return queries
+    for variable, value in values.items():
+        expr = expr.replace(variable, value)
+    assert "$" not in expr.replace('"$1"', ""), expr  # $1: label_replace's, not Grafana's
+    return expr
+
+
+def panel_queries(instance: str = ".*") -> dict[str, str]:
+    """`panel_<id>_<refId>` -> the panel's PromQL with Grafana's variables filled in."""
+    return {
+        f"panel_{panel['id']}_{target['refId']}": fill(target["expr"], instance)
+        for panel in dashboard()["panels"]
+        for target in panel["targets"]
+    }
+
+
+def instance_variable_query() -> str:
+    [variable] = [v for v in dashboard()["templating"]["list"] if v["name"] == "instance"]
+    query = str(variable["query"]["query"])
+    assert query.startswith("query_result(")
+    assert query.endswith(")")
+    assert variable["regex"] == '/worker="([^"]+)"/'  # the label the panels group by
+    return fill(query.removeprefix("query_result(").removesuffix(")"))
 
 
 # Three processes: "a" ran for 30 minutes and ended; "b" runs throughout; "c" started
 # at 35 minutes (a restart: a new instance id, its counters from zero). One sample a minute.
+# On Kubernetes, "c" is "a"'s container restarted in its pod: the same k8s_pod_name.
+PODS = {"a": "nps-worker-1", "b": "nps-worker-2", "c": "nps-worker-1"}
 DASHBOARD_SERIES = {
     'nps_events_total{event_type="purchase", service_instance_id="a"}': "0+2x30",
     'nps_events_total{event_type="purchase", service_instance_id="b"}': "0+1x60",
@@ -283,24 +298,53 @@ DASHBOARD_EXPECTED: dict[str, dict[str, float]] = {
     "panel_6_A": {'{reason="malformed_json"}': 1 / 60},
     "panel_7_A": {'{event_type="purchase"}': 0.5 * 10 / 6},  # p50 inside (0, 1]
     "panel_7_B": {'{event_type="purchase"}': 4.5},  # p95 inside (1, 5]
-    "panel_8_A": {'{service_instance_id="b"}': 4 / 60, '{service_instance_id="c"}': 2 / 60},
 }
+
+
+def fleet_expected(fleet: str) -> dict[str, dict[str, float]]:
+    """What differs between a Kubernetes fleet (pods named) and any other (processes)."""
+    worker = PODS if fleet == "kubernetes" else {i: i for i in PODS}
+    chosen = "nps-worker-1" if fleet == "kubernetes" else "a|c"  # a and its restart
+    per_worker = {
+        "kubernetes": {"nps-worker-1": 3, "nps-worker-2": 2},  # series seen in the range
+        "compose": {"a": 1, "b": 2, "c": 2},
+    }[fleet]
+    return DASHBOARD_EXPECTED | {
+        # Per worker: on Kubernetes the pod, whichever process it runs.
+        "panel_8_A": {
+            f'{{worker="{worker["b"]}"}}': 4 / 60,
+            f'{{worker="{worker["c"]}"}}': 2 / 60,
+        },
+        # The Instance variable set to the first pod (Kubernetes), or to a and c: both
+        # lives of that pod, exact.
+        f"chosen_{chosen}_panel_3_A": {'{event_type="purchase"}': 60 + 25},
+        f"chosen_{chosen}_panel_3_B": {'{event_type="purchase"}': 150 + 250},
+        "instance_values": {f'{{worker="{w}"}}': n for w, n in per_worker.items()},
+    }
 
 
 GRID = 2**20
 
 
-def test_every_dashboard_query_evaluates_to_the_expected_values(tmp_path: Path) -> None:
-    queries = panel_queries()
-    assert set(queries) == set(DASHBOARD_EXPECTED)
+@pytest.mark.parametrize("fleet", ["kubernetes", "compose"])
+def test_every_dashboard_query_evaluates_to_the_expected_values(tmp_path: Path, fleet: str) -> None:
+    expected = fleet_expected(fleet)
+    queries = panel_queries() | {"instance_values": instance_variable_query()}
+    for name in [n for n in expected if n.startswith("chosen_")]:
+        chosen, panel = name.removeprefix("chosen_").split("_panel_")
+        queries[name] = panel_queries(chosen)[f"panel_{panel}"]
+    assert set(queries) == set(expected)
     # Rounded to a power of two, which is exact in binary: promtool compares floats
-    # exactly, and rate arithmetic may differ from ours in the last bit.
+    # exactly, and rate arithmetic may differ from ours in the last bit. Recording rule
+    # names must be metric names.
+    record = {name: re.sub(r"\W", "_", name) for name in queries}
     rules = {
         "groups": [
             {
                 "name": "panels",
                 "rules": [
-                    {"record": n, "expr": f"round({e}, 1 / {GRID})"} for n, e in queries.items()
+                    {"record": record[n], "expr": f"round({e}, 1 / {GRID})"}
+                    for n, e in queries.items()
                 ],
             }
         ]
@@ -309,15 +353,24 @@ def test_every_dashboard_query_evaluates_to_the_expected_values(tmp_path: Path) 
     common = 'job="nps-worker", service_name="nps-worker", '
     cases = [
         {
-            "expr": name,
+            "expr": record[name],
             "eval_time": "60m",
             "exp_samples": [
-                {"labels": f"{name}{labels}", "value": math.floor(value * GRID + 0.5) / GRID}
-                for labels, value in DASHBOARD_EXPECTED[name].items()
+                {
+                    "labels": f"{record[name]}{labels}",
+                    "value": math.floor(value * GRID + 0.5) / GRID,
+                }
+                for labels, value in expected[name].items()
             ],
         }
         for name in queries
     ]
+
+    def labelled(series: str) -> str:
+        instance = re.findall(r'service_instance_id="(\w)"', series)[0]
+        pod = f'k8s_pod_name="{PODS[instance]}", ' if fleet == "kubernetes" else ""
+        return series.replace("{", "{" + common + pod, 1)
+
     test = {
         "rule_files": ["panels.yml"],
         "evaluation_interval": "1m",
@@ -325,7 +378,7 @@ def test_every_dashboard_query_evaluates_to_the_expected_values(tmp_path: Path) 
             {
                 "interval": "1m",
                 "input_series": [
-                    {"series": series.replace("{", "{" + common, 1), "values": values}
+                    {"series": labelled(series), "values": values}
                     for series, values in DASHBOARD_SERIES.items()
                 ],
                 "promql_expr_test": cases,

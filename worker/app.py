@@ -81,6 +81,9 @@ def create_worker(
     async def not_ready() -> None:
         nonlocal shutting_down
         shutting_down = True
+        # Runs before the broker stops: its final checkpoint may then take the rest of
+        # the shutdown budget to be stored, instead of handing back what it counted.
+        metrics.stopping(settings.final_export_seconds)
 
     @app.after_shutdown
     async def close() -> None:

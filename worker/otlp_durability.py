@@ -112,9 +112,9 @@ class _JudgingInterceptor(grpc.UnaryUnaryClientInterceptor):  # type: ignore[mis
 
 
 class _JudgingGrpcExporter(GrpcExporter):
-    def __init__(self, verdicts: ExportVerdicts) -> None:
+    def __init__(self, verdicts: ExportVerdicts, endpoint: str, timeout: float) -> None:
         self._verdicts = verdicts
-        super().__init__()
+        super().__init__(endpoint=endpoint, timeout=timeout)
 
     def _initialize_channel_and_stub(self) -> None:
         # The SDK (pinned exactly in pyproject.toml) builds its channel here, also when
@@ -124,11 +124,14 @@ class _JudgingGrpcExporter(GrpcExporter):
         self._client = MetricsServiceStub(channel)  # type: ignore[no-untyped-call,assignment]
 
 
-def http_exporter(verdicts: ExportVerdicts) -> HttpExporter:
-    """OTLP/HTTP configured from OTEL_* as usual, durable only on a stored answer."""
-    return HttpExporter(session=_JudgingSession(verdicts))
+def http_exporter(verdicts: ExportVerdicts, endpoint: str, timeout: float) -> HttpExporter:
+    """OTLP/HTTP to `endpoint` (the URL posted to), each export within `timeout` seconds,
+    durable only on a stored answer. Headers, compression and certificates come from
+    OTEL_* as the SDK reads them (`settings.py` has checked them)."""
+    return HttpExporter(endpoint=endpoint, timeout=timeout, session=_JudgingSession(verdicts))
 
 
-def grpc_exporter(verdicts: ExportVerdicts) -> GrpcExporter:
-    """OTLP/gRPC configured from OTEL_* as usual, durable only without partial success."""
-    return _JudgingGrpcExporter(verdicts)
+def grpc_exporter(verdicts: ExportVerdicts, endpoint: str, timeout: float) -> GrpcExporter:
+    """OTLP/gRPC to `endpoint`, each export within `timeout` seconds, durable only without
+    a partial success; the rest from OTEL_* as the SDK reads them."""
+    return _JudgingGrpcExporter(verdicts, endpoint, timeout)

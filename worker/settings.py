@@ -1,19 +1,32 @@
 """Every setting the worker reads, validated once at start-up.
 
 The names are the contract's (and the earlier attempts'): plain environment
-variables, no prefix. OpenTelemetry and AWS variables are read by their own SDKs;
-the few that also shape our behaviour are checked here too.
+variables, no prefix. AWS variables are read by boto3; the few that also shape our
+behaviour are checked here too. Every OpenTelemetry variable the metrics export
+depends on is a field here, honoured as the specification says or refused
+(`otel_config.py` has the rules).
 """
 
 from __future__ import annotations
 
+import os
 import re
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlparse
 
-from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AliasChoices,
+    BeforeValidator,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticUseDefault
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from . import otel_config
 from .faststream_sqs import (
     DEFAULT_CONCURRENCY,
     DEFAULT_READ_TIMEOUT,
@@ -29,8 +42,12 @@ from .faststream_sqs import (
 # a handled message up to a second for its checkpoint; below this, one slow SQS call
 # lets a message reappear (and be counted twice) while it is still held.
 MIN_VISIBILITY_TIMEOUT = 5
-# Stop polling (one long poll), finish in-hand work, export (OTLP's 10 s timeout), delete.
-SHUTDOWN_MARGIN_SECONDS = 25
+# From SIGTERM to exit, beyond the last long poll: its reply (5 s), an export already under
+# way (at most MAX_EXPORT_TIMEOUT_MS), then more attempts to store the final checkpoint
+# (at least 10 s more), then the deletes and hand-backs (SHUTDOWN_SETTLE_SECONDS).
+SHUTDOWN_MARGIN_SECONDS = 35
+# Kept for the deletes and hand-backs after the final export attempt.
+SHUTDOWN_SETTLE_SECONDS = 5
 # The OpenTelemetry SDK keeps at most 2,000 attribute sets per metric and folds the rest
 # into one series with no attributes at all; one of ours is the `_other` bucket.
 MAX_EVENT_TYPES_LIMIT = 1_999
@@ -46,6 +63,20 @@ _QUEUE_NAME = re.compile(r"^[A-Za-z0-9_-]{1,80}$|^(?=.{6,80}$)[A-Za-z0-9_-]+\.fi
 def is_fifo(queue: str) -> bool:
     """A queue name or URL: SQS requires every FIFO queue's name to end in ".fifo"."""
     return queue.rstrip("/").endswith(FIFO_SUFFIX)
+
+
+def _lower(value: Any) -> Any:
+    return value.strip().lower() if isinstance(value, str) else value
+
+
+# The specification's enumerations are lower case; the SDK compares some in any case.
+Protocol = Annotated[otel_config.Protocol, BeforeValidator(_lower)]
+Compression = Annotated[Literal["none", "gzip", "deflate"], BeforeValidator(_lower)]
+ExportTimeout = Annotated[int, BeforeValidator(otel_config.export_timeout_ms)]
+OtlpUrl = Annotated[str, BeforeValidator(otel_config.http_url)]
+Headers = Annotated[str, BeforeValidator(otel_config.headers)]
+ReadableFile = Annotated[str, BeforeValidator(otel_config.readable_file)]
+Boolean = Annotated[bool, BeforeValidator(otel_config.boolean)]
 
 
 class ConfigurationError(Exception):
@@ -74,14 +105,60 @@ class Settings(BaseSettings):
     aws_region: str | None = Field(
         default=None, validation_alias=AliasChoices("AWS_REGION", "AWS_DEFAULT_REGION")
     )
-    otel_metric_export_interval: Annotated[int, Field(ge=100)] = 60_000
-    otel_metrics_exporter: Literal["otlp", "console", "none"] = "otlp"
-    otel_exporter_otlp_protocol: Literal["http/protobuf", "grpc"] = "http/protobuf"
-    # Read by boto3 and the OTLP exporter themselves; checked here so that a typo is one
-    # line at start-up, not a traceback (boto3) or a worker that never deletes (OTLP).
+    # Read by boto3 itself; checked here so that a typo is one line at start-up, not a
+    # traceback.
     aws_endpoint_url_sqs: str | None = None
     aws_endpoint_url: str | None = None
-    otel_exporter_otlp_endpoint: str | None = None
+
+    # OpenTelemetry. A per-signal variable (`..._METRICS_...`) wins over the generic one.
+    otel_sdk_disabled: Boolean | None = None
+    otel_resource_attributes: (
+        Annotated[str, BeforeValidator(otel_config.resource_attributes)] | None
+    ) = None
+    otel_metric_export_interval: Annotated[int, Field(ge=100)] = 60_000
+    otel_metric_export_timeout: (
+        Annotated[int, Field(ge=otel_config.MIN_EXPORT_TIMEOUT_MS)] | None
+    ) = None
+    otel_metrics_exporter: Annotated[
+        Literal["otlp", "console", "none"], BeforeValidator(_lower)
+    ] = "otlp"
+    otel_traces_exporter: Annotated[Literal["none"] | None, BeforeValidator(_lower)] = None
+    otel_logs_exporter: Annotated[Literal["none"] | None, BeforeValidator(_lower)] = None
+    otel_metrics_exemplar_filter: Literal["trace_based", "always_on", "always_off"] | None = None
+    otel_exporter_otlp_protocol: Protocol | None = None
+    otel_exporter_otlp_metrics_protocol: Protocol | None = None
+    otel_exporter_otlp_endpoint: OtlpUrl | None = None
+    otel_exporter_otlp_metrics_endpoint: OtlpUrl | None = None
+    otel_exporter_otlp_timeout: ExportTimeout | None = None
+    otel_exporter_otlp_metrics_timeout: ExportTimeout | None = None
+    otel_exporter_otlp_headers: Headers | None = None
+    otel_exporter_otlp_metrics_headers: Headers | None = None
+    otel_exporter_otlp_compression: Compression | None = None
+    otel_exporter_otlp_metrics_compression: Compression | None = None
+    otel_exporter_otlp_insecure: Boolean | None = None
+    otel_exporter_otlp_metrics_insecure: Boolean | None = None
+    otel_exporter_otlp_certificate: ReadableFile | None = None
+    otel_exporter_otlp_metrics_certificate: ReadableFile | None = None
+    otel_exporter_otlp_client_key: ReadableFile | None = None
+    otel_exporter_otlp_metrics_client_key: ReadableFile | None = None
+    otel_exporter_otlp_client_certificate: ReadableFile | None = None
+    otel_exporter_otlp_metrics_client_certificate: ReadableFile | None = None
+    # The worker's reader asks for cumulative sums and its own histogram buckets, whatever
+    # these say: only the values that change nothing are accepted.
+    otel_exporter_otlp_metrics_temporality_preference: Annotated[
+        Literal["cumulative"] | None, BeforeValidator(_lower)
+    ] = None
+    otel_exporter_otlp_metrics_default_histogram_aggregation: Annotated[
+        Literal["explicit_bucket_histogram"] | None, BeforeValidator(_lower)
+    ] = None
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _empty_otel_is_unset(cls, value: Any, info: ValidationInfo) -> Any:
+        # As the OpenTelemetry SDK reads its variables (`os.environ.get(...) or default`).
+        if info.field_name and info.field_name.startswith("otel_") and value == "":
+            raise PydanticUseDefault
+        return value
 
     @field_validator("sqs_queue_name")
     @classmethod
@@ -105,23 +182,51 @@ class Settings(BaseSettings):
     def _a_queue_url(cls, value: str | None) -> str | None:
         return cls._an_http_url(value)
 
-    @field_validator(
-        "aws_endpoint_url_sqs",
-        "aws_endpoint_url",
-        "otel_exporter_otlp_endpoint",
-    )
+    @field_validator("aws_endpoint_url_sqs", "aws_endpoint_url")
     @classmethod
     def _an_http_url(cls, value: str | None) -> str | None:
-        if value is None:
-            return None
-        url = urlparse(value)
-        if url.scheme not in ("http", "https") or not url.hostname:
-            raise ValueError("must be an http:// or https:// URL with a host")
-        try:
-            url.port  # noqa: B018  (parsing it is the check)
-        except ValueError:
-            raise ValueError("has a port that is not a number from 0 to 65535") from None
+        return None if value is None else otel_config.http_url(value)
+
+    @field_validator("otel_sdk_disabled")
+    @classmethod
+    def _sdk_enabled(cls, value: bool | None) -> bool | None:
+        if value:
+            raise ValueError(
+                "the worker deletes a message only once its count was exported, and a "
+                "disabled SDK exports nothing; to run without a Collector, set "
+                "OTEL_METRICS_EXPORTER=none"
+            )
         return value
+
+    @field_validator("otel_traces_exporter", "otel_logs_exporter", mode="wrap")
+    @classmethod
+    def _metrics_only(cls, value: Any, handler: Any) -> Any:
+        try:
+            return handler(value)
+        except ValidationError:
+            raise ValueError("the worker exports metrics only: none, or unset it") from None
+
+    @field_validator("otel_exporter_otlp_metrics_temporality_preference", mode="wrap")
+    @classmethod
+    def _cumulative(cls, value: Any, handler: Any) -> Any:
+        try:
+            return handler(value)
+        except ValidationError:
+            raise ValueError(
+                "the worker exports cumulative sums only (a lost export is made good by the "
+                "next): cumulative, or unset it"
+            ) from None
+
+    @field_validator("otel_exporter_otlp_metrics_default_histogram_aggregation", mode="wrap")
+    @classmethod
+    def _explicit_buckets(cls, value: Any, handler: Any) -> Any:
+        try:
+            return handler(value)
+        except ValidationError:
+            raise ValueError(
+                "the worker's histograms have the fixed buckets its dashboard reads: "
+                "explicit_bucket_histogram, or unset it"
+            ) from None
 
     @model_validator(mode="after")
     def _default_dlq_name(self) -> Settings:
@@ -149,6 +254,54 @@ class Settings(BaseSettings):
             )
         return self
 
+    @model_validator(mode="after")
+    def _otlp_export_is_consistent(self) -> Settings:
+        if self.otel_metrics_exporter != "otlp":
+            return self
+        export = self.otlp_export
+        url = urlparse(export.endpoint)
+        named = (
+            "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT"
+            if self.otel_exporter_otlp_metrics_endpoint
+            else "OTEL_EXPORTER_OTLP_ENDPOINT"
+        )
+        if export.protocol == "grpc" and url.path not in ("", "/"):
+            raise ValueError(
+                f"{named}={export.endpoint} has a path, which gRPC does not use: "
+                "give the server's URL only"
+            )
+        insecure, insecure_name = self.otel_exporter_otlp_metrics_insecure, "METRICS_INSECURE"
+        if insecure is None:
+            insecure, insecure_name = self.otel_exporter_otlp_insecure, "INSECURE"
+        if insecure is not None and insecure != (url.scheme == "http"):
+            raise ValueError(
+                f"OTEL_EXPORTER_OTLP_{insecure_name}={str(insecure).lower()} contradicts the "
+                f"endpoint {export.endpoint}: its scheme decides (http:// plain, https:// TLS)"
+            )
+        key = self.otel_exporter_otlp_metrics_client_key or self.otel_exporter_otlp_client_key
+        cert = (
+            self.otel_exporter_otlp_metrics_client_certificate
+            or self.otel_exporter_otlp_client_certificate
+        )
+        if key and not cert:
+            raise ValueError(
+                "OTEL_EXPORTER_OTLP_CLIENT_KEY is set without OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE"
+            )
+        return self
+
+    @property
+    def otlp_export(self) -> otel_config.OtlpExport:
+        """Where and how checkpoints are exported, per-signal variables first."""
+        return otel_config.resolve(
+            protocol=self.otel_exporter_otlp_protocol,
+            metrics_protocol=self.otel_exporter_otlp_metrics_protocol,
+            endpoint=self.otel_exporter_otlp_endpoint,
+            metrics_endpoint=self.otel_exporter_otlp_metrics_endpoint,
+            timeout_ms=self.otel_exporter_otlp_timeout,
+            metrics_timeout_ms=self.otel_exporter_otlp_metrics_timeout,
+            metric_export_timeout_ms=self.otel_metric_export_timeout,
+        )
+
     @property
     def dead_letter_queue_name(self) -> str:
         assert self.dlq_queue_name is not None  # set by the validator above
@@ -165,6 +318,11 @@ class Settings(BaseSettings):
         return self.sqs_wait_time_seconds + SHUTDOWN_MARGIN_SECONDS
 
     @property
+    def final_export_seconds(self) -> int:
+        """From SIGTERM, how long the final checkpoint may keep trying to be stored."""
+        return self.shutdown_budget_seconds - SHUTDOWN_SETTLE_SECONDS
+
+    @property
     def export_interval_seconds(self) -> float:
         return self.otel_metric_export_interval / 1000
 
@@ -175,6 +333,9 @@ def _last_segment(queue: str) -> str:
 
 def load_settings() -> Settings:
     """Read the environment; raise `ConfigurationError` with one readable line."""
+    unsupported = otel_config.not_supported(os.environ)
+    if unsupported is not None:
+        raise ConfigurationError(f"invalid configuration: {unsupported}")
     try:
         return Settings()
     except ValidationError as error:

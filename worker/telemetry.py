@@ -3,6 +3,12 @@
 Collection is driven by the worker, not by a timer thread: `export()` collects and
 exports, and returns whether the receiver stored it. The SQS adapter deletes a
 message only after a stored export that included its count.
+
+An export that times out has an unknown outcome: the receiver may have stored it.
+While the worker runs, the next export settles it (the sums are cumulative). At
+shutdown there is no next export, and handing the messages back would count them
+again if it was stored; so from `stopping()` on, an export keeps trying, each attempt
+allowed all the time left, until it is stored or the deadline passes.
 """
 
 from __future__ import annotations
@@ -61,11 +67,23 @@ DURATION_BUCKETS: Final = (
 )  # fmt: skip
 
 
+# At shutdown, the final export retries after a failure this long at most, and gives up
+# when less than the minimum attempt is left (the deletes still need their time).
+FINAL_RETRY_SECONDS: Final = 1.0
+MIN_FINAL_ATTEMPT_SECONDS: Final = 0.5
+
+ExporterFactory = Callable[[float], MetricExporter]
+"""An exporter whose attempts may take the given number of seconds."""
+
+
 class OnDemandReader(MetricReader):
     """Exports when asked, and says whether the receiver stored it."""
 
     def __init__(
-        self, exporter: MetricExporter | None, verdicts: ExportVerdicts | None = None
+        self,
+        exporter: MetricExporter | None,
+        verdicts: ExportVerdicts | None = None,
+        patient: ExporterFactory | None = None,
     ) -> None:
         super().__init__(
             preferred_temporality={
@@ -74,6 +92,8 @@ class OnDemandReader(MetricReader):
             }
         )
         self._exporter = exporter
+        self._patient = patient
+        self._current = exporter
         self._verdicts = verdicts or ExportVerdicts()
         self._lock = threading.Lock()
         self._last_ok: bool | None = None
@@ -81,12 +101,12 @@ class OnDemandReader(MetricReader):
     def _receive_metrics(
         self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any
     ) -> None:
-        if self._exporter is None:
+        if self._current is None:
             self._last_ok = True
             return
         self._verdicts.record(None)
         try:
-            result = self._exporter.export(metrics_data, timeout_millis=timeout_millis)
+            result = self._current.export(metrics_data, timeout_millis=timeout_millis)
         except Exception as error:
             log.debug("metric export raised", exc_info=True)
             result = MetricExportResult.FAILURE
@@ -94,13 +114,26 @@ class OnDemandReader(MetricReader):
                 self._verdicts.record(f"export failed: {error}")
         self._last_ok = result is MetricExportResult.SUCCESS
 
-    def export_now(self) -> Verdict:
+    def export_now(self, timeout: float | None = None) -> Verdict:
+        """Collect and export. `timeout`: seconds this attempt may take, when it must
+        differ from the exporter's own (the final exports, at shutdown)."""
         with self._lock:  # one export at a time, and its result is ours
             self._last_ok = None
-            self.collect()
-            # No data means nothing to make durable: the SDK then skips the export.
-            if self._last_ok is not False:
+            patient = None
+            if timeout is not None and self._patient is not None:
+                patient = self._current = self._patient(timeout)
+            try:
+                self.collect()
+            finally:
+                self._current = self._exporter
+                if patient is not None:
+                    patient.shutdown()
+            if self._last_ok is True:
                 return STORED
+            # Every collection carries data (the rejected counters exist from the start):
+            # an export that never ran (a disabled SDK, a provider shut down) stored nothing.
+            if self._last_ok is None:
+                return not_stored("not exported: the SDK collected nothing")
             return not_stored(self._verdicts.last_failure or "export failed")
 
     def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
@@ -109,24 +142,30 @@ class OnDemandReader(MetricReader):
 
 
 def build_resource() -> Resource:
-    """OTEL_SERVICE_NAME / OTEL_RESOURCE_ATTRIBUTES win; else our defaults."""
+    """OTEL_SERVICE_NAME / OTEL_RESOURCE_ATTRIBUTES win, but for the instance id.
+
+    `service.instance.id` is new at every process start, whatever restarts it: each
+    process's counters start at zero under their own id, so no series ever resets and
+    the sum of every series' largest value is the fleet's total. (Settings refuse an
+    id given in OTEL_RESOURCE_ATTRIBUTES; this also overrides one a detector found.)
+    """
     detected = Resource.create()
-    defaults: dict[str, str] = {}
+    ours = {SERVICE_INSTANCE_ID: str(uuid.uuid4())}
     if str(detected.attributes.get(SERVICE_NAME, "unknown_service")).startswith("unknown_service"):
-        defaults[SERVICE_NAME] = DEFAULT_SERVICE_NAME
-    if SERVICE_INSTANCE_ID not in detected.attributes:
-        defaults[SERVICE_INSTANCE_ID] = str(uuid.uuid4())
-    return detected.merge(Resource(defaults))
+        ours[SERVICE_NAME] = DEFAULT_SERVICE_NAME
+    return detected.merge(Resource(ours))
 
 
-def build_exporter(settings: Settings, verdicts: ExportVerdicts) -> MetricExporter | None:
+def build_exporter(settings: Settings, verdicts: ExportVerdicts) -> ExporterFactory | None:
+    """What exports, given how long an attempt may take (None: nothing is exported)."""
     if settings.otel_metrics_exporter == "none":
         return None
     if settings.otel_metrics_exporter == "console":
-        return ConsoleMetricExporter()
-    if settings.otel_exporter_otlp_protocol == "grpc":
-        return grpc_exporter(verdicts)
-    return http_exporter(verdicts)
+        return lambda timeout: ConsoleMetricExporter()
+    export = settings.otlp_export
+    if export.protocol == "grpc":
+        return partial(grpc_exporter, verdicts, export.endpoint)
+    return partial(http_exporter, verdicts, export.endpoint)
 
 
 class Metrics:
@@ -137,9 +176,12 @@ class Metrics:
         settings: Settings,
         exporter: MetricExporter | None = None,
         verdicts: ExportVerdicts | None = None,
+        patient: ExporterFactory | None = None,
     ) -> None:
         self.resource = build_resource()
-        self._reader = OnDemandReader(exporter, verdicts)
+        self._reader = OnDemandReader(exporter, verdicts, patient)
+        self._final_deadline: float | None = None
+        self._stored_snapshot: list[tuple[Mapping[str, str], int, float]] | None = None
         self._provider = MeterProvider(
             resource=self.resource,
             metric_readers=[self._reader],
@@ -210,7 +252,11 @@ class Metrics:
     @classmethod
     def from_settings(cls, settings: Settings) -> Metrics:
         verdicts = ExportVerdicts()
-        return cls(settings, build_exporter(settings, verdicts), verdicts)
+        exporters = build_exporter(settings, verdicts)
+        if exporters is None:
+            return cls(settings, None, verdicts)
+        running = exporters(settings.otlp_export.timeout_seconds)
+        return cls(settings, running, verdicts, patient=exporters)
 
     # Domain
 
@@ -262,15 +308,38 @@ class Metrics:
 
     # Export
 
+    def stopping(self, seconds: float) -> None:
+        """Shutdown began: from now on, an export whose counts were never stored keeps
+        trying for up to `seconds` from now, each attempt allowed all the time left."""
+        self._final_deadline = time.monotonic() + seconds
+
     async def export(self) -> Verdict:
         """Export everything recorded so far; STORED once the receiver has it."""
         # Taken here, on the event loop that records events, so the export thread
         # reads a consistent copy that includes every event handled before this call.
-        self._snapshot = [
+        snapshot = [
             (self._type_attributes[name], total.count, total.sum)
             for name, total in self.totals.by_type.items()
         ]
-        return await asyncio.to_thread(self._reader.export_now)
+        self._snapshot = snapshot
+        if self._final_deadline is None or snapshot == self._stored_snapshot:
+            verdict = await asyncio.to_thread(self._reader.export_now)
+        else:
+            verdict = await self._final_export(self._final_deadline)
+        if verdict.stored:
+            self._stored_snapshot = snapshot
+        return verdict
+
+    async def _final_export(self, deadline: float) -> Verdict:
+        """Until stored or `deadline`: an attempt that timed out may have been stored, so
+        it is never the last word while time is left."""
+        verdict = not_stored("not exported: the shutdown budget was spent")
+        while (left := deadline - time.monotonic()) >= MIN_FINAL_ATTEMPT_SECONDS:
+            verdict = await asyncio.to_thread(self._reader.export_now, left)
+            if verdict.stored:
+                return verdict
+            await asyncio.sleep(min(FINAL_RETRY_SECONDS, max(0.0, deadline - time.monotonic())))
+        return verdict
 
     def _observe_counts(self, options: CallbackOptions) -> Iterable[Observation]:
         return [Observation(count, attributes) for attributes, count, _ in self._snapshot]
