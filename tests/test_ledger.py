@@ -335,6 +335,12 @@ class LedgerMachine(RuleBasedStateMachine):
         )
 
     @invariant()
+    def what_waiters_ask_matches_a_recount(self) -> None:
+        live = [self.ledger.state(f"r{i}") for i in range(self.next_id)]
+        assert self.ledger.deleting == live.count(State.DELETING)
+        assert self.ledger.deletable == live.count(State.CHECKPOINTED)
+
+    @invariant()
     def counts_add_up(self) -> None:
         assert self.count == len(self.counted - self.undone)
 

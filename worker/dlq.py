@@ -20,6 +20,7 @@ from .faststream_sqs import (
     SQSClient,
     SQSRefused,
     VisibilityChange,
+    is_fifo,
 )
 
 # Long enough to read or move one batch; peeked messages are handed back right after.
@@ -35,6 +36,8 @@ class DeadLetter:
     reason: str
     detail: str
     receive_count: int
+    # Its FIFO group, or a fair queue's tenant; None when it had none.
+    group_id: str | None
     body: str
 
     def as_json(self) -> dict[str, Any]:
@@ -44,6 +47,7 @@ class DeadLetter:
             "reason": self.reason,
             "detail": self.detail,
             "receive_count": self.receive_count,
+            "group_id": self.group_id,
             "body": self.body,
         }
 
@@ -57,6 +61,7 @@ def describe(message: RawMessage) -> DeadLetter:
         reason=message.attribute(DEAD_LETTER_ATTRIBUTES.reason) or "max_receives",
         detail=message.attribute(DEAD_LETTER_ATTRIBUTES.detail) or "-",
         receive_count=message.receive_count,
+        group_id=message.group_id,
         body=message.body,
     )
 
@@ -100,9 +105,11 @@ async def redrive(client: SQSClient, dlq_url: str, queue_url: str, limit: int) -
     a message this run moved that comes back is left where it is.
     """
     run = uuid.uuid4().hex
+    fifo = is_fifo(queue_url)
     moved = 0
     seen: set[str] = set()
     came_back: dict[str, RawMessage] = {}
+    not_moved: list[RawMessage] = []  # handed back at the end, visible again at once
     try:
         while moved < limit:
             batch = await _receive(client, dlq_url, limit - moved)
@@ -118,12 +125,14 @@ async def redrive(client: SQSClient, dlq_url: str, queue_url: str, limit: int) -
                 original = DEAD_LETTER_ATTRIBUTES.original_id_of(message)
                 (twins if original in seen else fresh).append(message)
                 seen.add(original)
+            not_moved.extend(fresh)
             outcomes = await client.send(
-                queue_url, [DEAD_LETTER_ATTRIBUTES.redriven(m, run) for m in fresh]
+                queue_url, [DEAD_LETTER_ATTRIBUTES.redriven(m, run, fifo=fifo) for m in fresh]
             )
             sent = [m for m, why in zip(fresh, outcomes, strict=True) if why is None]
             # Only what the queue stored leaves the DLQ: a copy on a maybe stays in both.
             await client.delete(dlq_url, [m.receipt_handle for m in sent + twins])
+            not_moved = [m for m in not_moved if m not in sent]
             moved += len(sent)
             if failed := [why for why in outcomes if why]:
                 raise SQSRefused(
@@ -131,8 +140,8 @@ async def redrive(client: SQSClient, dlq_url: str, queue_url: str, limit: int) -
                     f"({failed[0]}); they stay in the dead-letter queue"
                 )
     finally:
-        if came_back:
+        if held := [*came_back.values(), *not_moved]:
             await client.change_visibility(
-                dlq_url, [VisibilityChange(m.receipt_handle, 0) for m in came_back.values()]
+                dlq_url, [VisibilityChange(m.receipt_handle, 0) for m in held]
             )
     return Redrive(moved, len(came_back))

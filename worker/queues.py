@@ -13,8 +13,8 @@ import json
 import logging
 from dataclasses import dataclass
 
-from .faststream_sqs import QueueNotFound, SQSClient
-from .settings import Settings, is_fifo
+from .faststream_sqs import QueueNotFound, SQSClient, is_fifo
+from .settings import Settings
 
 log = logging.getLogger("worker.queues")
 

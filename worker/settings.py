@@ -32,9 +32,11 @@ from .faststream_sqs import (
     DEFAULT_READ_TIMEOUT,
     DEFAULT_VISIBILITY_TIMEOUT,
     DEFAULT_WAIT_SECONDS,
+    FIFO_SUFFIX,
     MAX_BATCH_ENTRIES,
     MAX_VISIBILITY_TIMEOUT,
     MAX_WAIT_SECONDS,
+    is_fifo,
     long_poll_fits,
 )
 
@@ -54,15 +56,9 @@ MAX_EVENT_TYPES_LIMIT = 1_999
 
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 
-FIFO_SUFFIX = ".fifo"
 # SQS's rule for a queue name: up to 80 letters, digits, hyphens and underscores; a FIFO
 # queue's name ends in ".fifo", within the 80.
 _QUEUE_NAME = re.compile(r"^[A-Za-z0-9_-]{1,80}$|^(?=.{6,80}$)[A-Za-z0-9_-]+\.fifo$")
-
-
-def is_fifo(queue: str) -> bool:
-    """A queue name or URL: SQS requires every FIFO queue's name to end in ".fifo"."""
-    return queue.rstrip("/").endswith(FIFO_SUFFIX)
 
 
 def _lower(value: Any) -> Any:

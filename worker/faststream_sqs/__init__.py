@@ -33,9 +33,11 @@ from .limits import (
     DEFAULT_READ_TIMEOUT,
     DEFAULT_VISIBILITY_TIMEOUT,
     DEFAULT_WAIT_SECONDS,
+    FIFO_SUFFIX,
     MAX_BATCH_ENTRIES,
     MAX_VISIBILITY_TIMEOUT,
     MAX_WAIT_SECONDS,
+    is_fifo,
     long_poll_fits,
 )
 from .message import SQSBatchMessage, SQSMessage
@@ -52,6 +54,7 @@ __all__ = (
     "DEFAULT_READ_TIMEOUT",
     "DEFAULT_VISIBILITY_TIMEOUT",
     "DEFAULT_WAIT_SECONDS",
+    "FIFO_SUFFIX",
     "MAX_BATCH_ENTRIES",
     "MAX_VISIBILITY_TIMEOUT",
     "MAX_WAIT_SECONDS",
@@ -80,6 +83,7 @@ __all__ = (
     "Verdict",
     "VisibilityChange",
     "calls_still_running",
+    "is_fifo",
     "is_missing_queue",
     "long_poll_fits",
     "not_stored",

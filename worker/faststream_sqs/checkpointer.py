@@ -46,6 +46,7 @@ class Checkpointer:
         self._log = log
         self._retry = Backoff(base=options.flush_interval, cap=RETRY_CAP_SECONDS, jitter="none")
         self._last_checkpoint = time.monotonic()
+        self._last_delete_failure = 0.0
         self._failures = 0
         self._stopping = False
         # Each checkpoint is a state the operator must see at once: no settling time.
@@ -64,12 +65,14 @@ class Checkpointer:
     async def run(self) -> None:
         """Checkpoints when due, deletes what they stored; until `stop`."""
         while not self._stopping:
-            await self._watch.wait_until(lambda: self._stopping or self._due(), self._until_due())
+            await self._watch.wait_until(
+                lambda: self._stopping or self._due() or self._deletes_due(), self._until_due()
+            )
             if self._stopping:
                 return
             if self._due():
                 await self.checkpoint()
-            else:  # a tick: deletes that failed are retried
+            elif self._deletes_due():  # dead-lettered ones, or a retry of failed deletes
                 await self.delete_stored()
 
     def stop(self) -> None:
@@ -111,6 +114,7 @@ class Checkpointer:
             if not isinstance(error, Exception):
                 raise
             self._deletes.failed(describe_error(error), kind=error_kind(error))
+            self._last_delete_failure = time.monotonic()
             return
         self._ledger.end_deletes(batch, answered=True)
         self._deletes.succeeded()
@@ -126,9 +130,20 @@ class Checkpointer:
             wait = self._options.flush_interval
         else:
             wait = self._options.idle_checkpoint_interval
-        # Also wakes at least every flush interval: stored messages may await a delete retry.
         due_in = self._last_checkpoint + wait - time.monotonic()
-        return max(0.0, min(due_in, self._options.flush_interval))
+        if self._deletes.failures:
+            retry_in = self._last_delete_failure + self._delete_retry() - time.monotonic()
+            due_in = min(due_in, retry_in)
+        return max(0.0, due_in)
+
+    def _deletes_due(self) -> bool:
+        """Stored messages wait for a delete: at once, or after a failed one's backoff."""
+        if not self._ledger.deletable:
+            return False
+        return time.monotonic() - self._last_delete_failure >= self._delete_retry()
+
+    def _delete_retry(self) -> float:
+        return self._retry.delay(self._deletes.failures) if self._deletes.failures else 0.0
 
     def _due(self) -> bool:
         since = time.monotonic() - self._last_checkpoint

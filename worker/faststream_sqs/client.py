@@ -234,6 +234,10 @@ class RawMessage:
 class OutgoingMessage:
     body: str
     attributes: Mapping[str, AttributeValue] = field(default_factory=dict)
+    # Required by FIFO queues; on a standard queue, a fair queue's tenant.
+    group_id: str | None = None
+    # FIFO queues only: SQS drops a message whose id it saw in the last 5 minutes.
+    deduplication_id: str | None = None
 
     @property
     def size(self) -> int:
@@ -403,7 +407,12 @@ class SQSClient:
         max_messages: int,
         wait_seconds: int,
         visibility_timeout: int,
+        attempt_id: str | None = None,
     ) -> list[RawMessage]:
+        """`attempt_id` (FIFO queues): a receive retried with the same id, within 5 minutes
+        of the first, gets the messages the first one took, which would otherwise block
+        their groups until their visibility timeout."""
+        extra = {} if attempt_id is None else {"ReceiveRequestAttemptId": attempt_id}
         response = await self._call(
             "receive",
             self._boto.receive_message,
@@ -414,6 +423,7 @@ class SQSClient:
             VisibilityTimeout=visibility_timeout,
             MessageSystemAttributeNames=RECEIVED_ATTRIBUTES,
             MessageAttributeNames=["All"],
+            **extra,
         )
         return [_received(queue_url, m) for m in _list(response, "Messages", "ReceiveMessage")]
 
@@ -463,14 +473,7 @@ class SQSClient:
         of its batch is unknown, in which case it may have been stored)."""
 
         async def batch(chunk: Sequence[OutgoingMessage]) -> list[str | None]:
-            entries = [
-                {
-                    "Id": str(i),
-                    "MessageBody": m.body,
-                    "MessageAttributes": {k: _sqs_attribute(v) for k, v in m.attributes.items()},
-                }
-                for i, m in enumerate(chunk)
-            ]
+            entries = [_entry(str(i), m) for i, m in enumerate(chunk)]
             try:
                 response = await self._call(
                     lane, self._boto.send_message_batch, QueueUrl=queue_url, Entries=entries
@@ -488,6 +491,19 @@ class SQSClient:
         attributes = await self.queue_attributes(queue_url, ["RedrivePolicy"])
         policy = attributes.get("RedrivePolicy")
         return json.loads(policy) if policy else None
+
+
+def _entry(entry_id: str, message: OutgoingMessage) -> dict[str, Any]:
+    entry: dict[str, Any] = {
+        "Id": entry_id,
+        "MessageBody": message.body,
+        "MessageAttributes": {k: _sqs_attribute(v) for k, v in message.attributes.items()},
+    }
+    if message.group_id is not None:
+        entry["MessageGroupId"] = message.group_id
+    if message.deduplication_id is not None:
+        entry["MessageDeduplicationId"] = message.deduplication_id
+    return entry
 
 
 def _judge_answer(

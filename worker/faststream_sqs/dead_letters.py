@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from .client import (
     AttributeValue,
@@ -22,7 +22,7 @@ from .client import (
     attribute_size,
 )
 from .ledger import Decision
-from .limits import MAX_MESSAGE_ATTRIBUTES, MAX_MESSAGE_BYTES
+from .limits import MAX_MESSAGE_ATTRIBUTES, MAX_MESSAGE_BYTES, is_fifo
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,11 +51,18 @@ class DeadLetterAttributes:
             attributes[self.redrive_run] = redrive_run
         return attributes
 
-    def redriven(self, message: RawMessage, run: str) -> OutgoingMessage:
+    def redriven(self, message: RawMessage, run: str, *, fifo: bool) -> OutgoingMessage:
         """Back to the main queue: the reject attributes go (a fresh start); the original
         id stays, the redrive run marks it, and the producer's attributes travel on."""
         mine = {self.original_id: self.original_id_of(message), self.redrive_run: run}
-        return OutgoingMessage(message.body, mine | self._producers(message, room=len(mine)))
+        return OutgoingMessage(
+            message.body,
+            mine | self._producers(message, room=len(mine)),
+            group_id=message.group_id,
+            # On a FIFO queue: one id per message and run, so SQS's 5-minute deduplication
+            # (by content, or by an id seen before) cannot drop what is moved back.
+            deduplication_id=f"{self.original_id_of(message)}-{run}" if fifo else None,
+        )
 
     def _producers(self, message: RawMessage, *, room: int) -> dict[str, AttributeValue]:
         """The producer's own attributes that fit beside `room` of ours (in SQS's order)."""
@@ -79,12 +86,13 @@ class DeadLetterAttributes:
         mine = self.ours(message, rejected)
         # SQS refuses empty bodies; a blank keeps the evidence.
         body = message.body or " "
-        copy = OutgoingMessage(body, mine | self._producers(message, room=len(mine)))
+        group = message.group_id  # a FIFO group, or a fair queue's tenant: kept
+        copy = OutgoingMessage(body, mine | self._producers(message, room=len(mine)), group)
         if copy.size <= limit:
             return copy, False
         marked = mine | {self.truncated: str(len(body.encode()))}
         room = limit - sum(attribute_size(name, value) for name, value in marked.items())
-        return OutgoingMessage(_cut(body, room) or " ", marked), True
+        return OutgoingMessage(_cut(body, room) or " ", marked, group), True
 
 
 def _cut(text: str, limit: int) -> str:
@@ -109,6 +117,7 @@ class DeadLetterQueue:
         self._names = names
         self._max_message_bytes = max_message_bytes
         self._log = log
+        self._fifo = is_fifo(url)
 
     async def copy(self, rejected: Sequence[tuple[RawMessage, Decision]]) -> list[str | None]:
         """Per message, in order: None once its copy is stored, else why not (its copy
@@ -126,5 +135,9 @@ class DeadLetterQueue:
                     self._max_message_bytes,
                     self._names.truncated,
                 )
+            if self._fifo:
+                # As SQS's own redrive does: the original's id, so SQS keeps one copy of
+                # a message copied twice within 5 minutes (a retry after a lost answer).
+                copy = replace(copy, deduplication_id=message.message_id)
             copies.append(copy)
         return await self._client.send(self.url, copies, lane="copy")

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import enum
 import functools
+from collections import Counter
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from typing import Concatenate, Final, Literal, ParamSpec, TypeVar
@@ -143,7 +144,8 @@ class Ledger:
         self._decided: dict[str, Slot] = {}
         self._in_handler: set[Slot] = set()
         self._checkpoint: Checkpoint | None = None
-        self._deleting = 0
+        # Held slots per state: what the waiters ask, without a scan per question.
+        self._in_state: Counter[State] = Counter()
 
     # What the driver asks
 
@@ -165,7 +167,12 @@ class Ledger:
     @property
     def deleting(self) -> int:
         """Messages whose delete call is running: a kill now would count them twice."""
-        return self._deleting
+        return self._in_state[State.DELETING]
+
+    @property
+    def deletable(self) -> int:
+        """Messages whose record is stored and whose delete has not started."""
+        return self._in_state[State.CHECKPOINTED]
 
     @property
     def checkpoint_wanted(self) -> bool:
@@ -184,6 +191,7 @@ class Ledger:
     def hold(self, receipt_handles: Iterable[str], expires_at: float) -> None:
         for handle in receipt_handles:
             self._slots[handle] = Slot(handle, expires_at)
+            self._in_state[State.HELD] += 1
 
     @_changes
     def start_handling(self, receipt_handle: str) -> Slot:
@@ -203,7 +211,7 @@ class Ledger:
         if slot.discarded:
             self._settle_discarded(slot)
         elif slot.decision == ACK and slot.state is State.HELD:
-            slot.state = State.DECIDED
+            self._move(slot, State.DECIDED)
             self._decided[slot.receipt_handle] = slot
 
     @_changes
@@ -231,7 +239,7 @@ class Ledger:
         copy behind by redelivering the original."""
         for slot in slots:
             if not slot.discarded:
-                slot.state = State.CHECKPOINTED
+                self._move(slot, State.CHECKPOINTED)
 
     @_changes
     def copies_failed(self, slots: Iterable[Slot]) -> list[str]:
@@ -252,7 +260,7 @@ class Ledger:
         acked = list(self._decided.values())
         self._decided = {}
         for slot in acked:
-            slot.state = State.CHECKPOINTING
+            self._move(slot, State.CHECKPOINTING)
         others = {s for s in self._slots.values() if s.state is State.HELD and s.undo}
         carried = acked + list(others | self._in_handler)
         for slot in carried:
@@ -278,9 +286,9 @@ class Ledger:
             if slot.discarded:
                 continue
             if stored:
-                slot.state = State.CHECKPOINTED
+                self._move(slot, State.CHECKPOINTED)
             else:
-                slot.state = State.DECIDED
+                self._move(slot, State.DECIDED)
                 retry[slot.receipt_handle] = slot
         self._decided = retry | self._decided
 
@@ -291,8 +299,7 @@ class Ledger:
         """Every stored message not yet being deleted: ours alone, so never deleted twice."""
         handles = [h for h, s in self._slots.items() if s.state is State.CHECKPOINTED]
         for handle in handles:
-            self._slots[handle].state = State.DELETING
-        self._deleting += len(handles)
+            self._move(self._slots[handle], State.DELETING)
         return handles
 
     @_changes
@@ -303,11 +310,11 @@ class Ledger:
             slot = self._slots.get(handle)
             if slot is None or slot.state is not State.DELETING:
                 continue
-            self._deleting -= 1
             if answered:
+                self._in_state[State.DELETING] -= 1
                 del self._slots[handle]
             else:
-                slot.state = State.CHECKPOINTED
+                self._move(slot, State.CHECKPOINTED)
 
     # Visibility
 
@@ -343,8 +350,7 @@ class Ledger:
             slot = self._slots.pop(handle, None)
             if slot is None:
                 continue
-            if slot.state is State.DELETING:
-                self._deleting -= 1
+            self._in_state[slot.state] -= 1
             slot.discarded = True
             self._decided.pop(handle, None)
             self._settle_discarded(slot)
@@ -359,6 +365,11 @@ class Ledger:
         stranded = [h for h, s in self._slots.items() if s.state not in stored]
         self._discard(stranded)
         return stranded
+
+    def _move(self, slot: Slot, state: State) -> None:
+        self._in_state[slot.state] -= 1
+        slot.state = state
+        self._in_state[state] += 1
 
     def _settle_discarded(self, slot: Slot) -> None:
         if not slot.in_handler and slot.carried is None:

@@ -13,6 +13,8 @@ MAX_MESSAGE_BYTES: Final = 1_048_576
 MAX_BATCH_BYTES: Final = MAX_MESSAGE_BYTES
 # Message attributes per message.
 MAX_MESSAGE_ATTRIBUTES: Final = 10
+# SQS requires every FIFO queue's name to end in this.
+FIFO_SUFFIX: Final = ".fifo"
 MAX_WAIT_SECONDS: Final = 20  # the longest long poll
 MAX_VISIBILITY_TIMEOUT: Final = 43_200  # 12 hours
 
@@ -27,3 +29,8 @@ def long_poll_fits(wait_seconds: float, read_timeout: float) -> bool:
     """A long poll must end before botocore's read timeout, or it is torn down mid-wait
     (and its messages stay invisible until their timeout)."""
     return wait_seconds < read_timeout
+
+
+def is_fifo(queue: str) -> bool:
+    """A queue name or URL: FIFO by SQS's naming rule, without asking SQS."""
+    return queue.rstrip("/").endswith(FIFO_SUFFIX)

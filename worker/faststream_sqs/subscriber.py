@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Final
 
 from faststream._internal.endpoint.subscriber import (
@@ -32,7 +34,8 @@ from .config import (
 )
 from .dead_letters import DeadLetterQueue
 from .intake import Intake
-from .limits import MAX_MESSAGE_BYTES
+from .ledger import NACK
+from .limits import MAX_MESSAGE_BYTES, is_fifo
 from .message import AnyDelivery, BatchDelivery, Delivery
 from .outage import Outage
 from .parser import decode_batch, decode_body, parse_batch, parse_message
@@ -48,6 +51,19 @@ if TYPE_CHECKING:
 POLL_BACKOFF: Final = Backoff(base=1.0, cap=30.0)
 # A stopping poller may be inside a long poll; its reply is handed back, so wait for it.
 STOP_MARGIN_SECONDS: Final = 5.0
+
+
+class _Attempts:
+    """A FIFO poller's `ReceiveRequestAttemptId`: the same after a receive whose answer
+    was lost (SQS then returns what it handed out), a new one after an answer."""
+
+    def __init__(self, fifo: bool) -> None:
+        self._fifo = fifo
+        self.current: str | None = None
+        self.answered()
+
+    def answered(self) -> None:
+        self.current = uuid.uuid4().hex if self._fifo else None
 
 
 class SQSSubscriberSpecification(
@@ -97,6 +113,7 @@ class SQSSubscriber(SubscriberUsecase[AnyDelivery]):
         self.queue_url = ""
         self.last_poll_at: float | None = None
         self.dead_letter_url: str | None = None
+        self.fifo = False
         self._intake: Intake | None = None
         self._settlement = AsyncExitStack()
         self._loops = Supervisor(self._outer_config.log)
@@ -158,6 +175,13 @@ class SQSSubscriber(SubscriberUsecase[AnyDelivery]):
                 max_message_bytes=int(limits.get("MaximumMessageSize", MAX_MESSAGE_BYTES)),
                 log=self._outer_config.log,
             )
+        options = self._outer_config.settle
+        self.fifo = is_fifo(self.queue_url)
+        if self.fifo:
+            # A FIFO group yields its next messages only once these are deleted: a
+            # checkpoint follows every handled batch, so a group flows at the pace of
+            # an export's round trip, not of the flush interval.
+            options = replace(options, checkpoint_messages=1)
         return Settlement(
             # Deletes, extensions and copies each on their own threads (the client's
             # lanes): never queued behind long polls or behind each other.
@@ -166,7 +190,7 @@ class SQSSubscriber(SubscriberUsecase[AnyDelivery]):
             dead_letters=dead_letters,
             store_effects=self._outer_config.store_effects,
             observer=self._outer_config.observer,
-            options=self._outer_config.settle,
+            options=options,
             log=self._outer_config.log,
         )
 
@@ -177,11 +201,12 @@ class SQSSubscriber(SubscriberUsecase[AnyDelivery]):
         assert intake is not None
         observer = self._outer_config.observer
         visibility = self._outer_config.settle.visibility_timeout
+        attempt = _Attempts(self.fifo)
         while self.running:
             await intake.wait_for_room()
             if not self.running:
                 return
-            batch = await self._receive(visibility)
+            batch = await self._receive(visibility, attempt)
             if not batch:
                 continue
             intake.hold(batch)
@@ -195,11 +220,16 @@ class SQSSubscriber(SubscriberUsecase[AnyDelivery]):
                     await self.consume(BatchDelivery(batch, slots))
                 observer.processed(self.queue, time.perf_counter() - started)
             else:
+                failed_groups: set[str] = set()
                 for raw in batch:
+                    if raw.group_id in failed_groups:
+                        continue  # FIFO: after its group's failure, in order, next time
                     started = time.perf_counter()
                     with intake.handling([raw]) as (slot,):
                         await self.consume(Delivery(raw, slot))
                     observer.processed(self.queue, time.perf_counter() - started)
+                    if self.fifo and raw.group_id and slot.decision == NACK:
+                        failed_groups.add(raw.group_id)
             await intake.settle(batch)
             del batch  # the bodies: a held message keeps only its receipt
 
@@ -218,7 +248,7 @@ class SQSSubscriber(SubscriberUsecase[AnyDelivery]):
                     self._outer_config.log.debug("cannot read the depth of %s: %s", url, error)
             await asyncio.sleep(self._outer_config.settle.idle_checkpoint_interval)
 
-    async def _receive(self, visibility: int) -> list[RawMessage]:
+    async def _receive(self, visibility: int, attempt: _Attempts) -> list[RawMessage]:
         """A batch; empty after a failure (once the backoff has passed)."""
         try:
             batch = await self._outer_config.client.receive(
@@ -226,11 +256,13 @@ class SQSSubscriber(SubscriberUsecase[AnyDelivery]):
                 max_messages=self.max_messages,
                 wait_seconds=self.wait_time_seconds,
                 visibility_timeout=visibility,
+                attempt_id=attempt.current,
             )
         except Exception as error:
             self._receives.failed(describe_error(error), kind=error_kind(error))
             await asyncio.sleep(POLL_BACKOFF.delay(self._receives.failures))
             return []
+        attempt.answered()
         self._receives.succeeded()
         self.last_poll_at = time.monotonic()
         return batch

@@ -1,0 +1,101 @@
+"""`uv run python -m benchmarks.fifo_group`: how fast one FIFO message group flows.
+
+A FIFO queue hands out a group's next messages only once those it handed out are
+deleted, so one busy group (one customer) moves at the pace of the worker's receive,
+count, export and delete round trip. This puts `--messages` events in `--groups`
+message groups on a FIFO queue on fauxqs, runs `nps-worker run` against it with a
+real OTLP receiver, and reports messages per second from the first receive to the
+drained queue. `--code DIR` measures another checkout (a `git worktree` of an older
+commit) the same way.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from tests.emulators import fauxqs_sqs
+from tests.fleet import valid_only
+from tests.otlp import OTLPReceiver
+from tests.sqs import depth, sqs_client
+
+ROOT = Path(__file__).resolve().parent.parent
+QUEUE = "one-group.fifo"
+
+
+def measure(messages: int, groups: int, code: Path) -> float:
+    """Messages per second, from the worker's start to the drained queue."""
+    receiver = OTLPReceiver()
+    receiver.start()
+    try:
+        with fauxqs_sqs() as endpoint:
+            env = {
+                k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "SQS_", "AWS_"))
+            }
+            env |= {
+                "AWS_ENDPOINT_URL_SQS": endpoint,
+                "AWS_REGION": "us-east-1",
+                "AWS_ACCESS_KEY_ID": "bench",
+                "AWS_SECRET_ACCESS_KEY": "bench",
+                "SQS_QUEUE_NAME": QUEUE,
+                "DLQ_QUEUE_NAME": "one-group-dlq.fifo",
+                "SQS_WAIT_TIME_SECONDS": "1",
+                "HEALTH_PORT": "0",
+                "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint,
+                "OTEL_METRIC_EXPORT_INTERVAL": "1000",
+                "PYTHONPATH": str(code),
+            }
+            worker = [sys.executable, "-m", "worker"]
+            subprocess.run(
+                [*worker, "provision"], env=env, cwd=code, check=True, capture_output=True
+            )
+            sqs = sqs_client(endpoint)
+            queue_url = sqs.get_queue_url(QueueName=QUEUE)["QueueUrl"]
+            bodies = [m.body for m in valid_only(messages, seed=7)]
+            for start in range(0, len(bodies), 10):
+                entries = [
+                    {
+                        "Id": str(i),
+                        "MessageBody": body,
+                        "MessageGroupId": f"g{(start + i) % groups}",
+                    }
+                    for i, body in enumerate(bodies[start : start + 10])
+                ]
+                sqs.send_message_batch(QueueUrl=queue_url, Entries=entries)
+            process = subprocess.Popen([*worker, "run"], env=env, cwd=code, stderr=subprocess.PIPE)
+            try:
+                while depth(sqs, queue_url)[1] == 0 and process.poll() is None:
+                    time.sleep(0.01)  # the first receive: the clock starts
+                started = time.monotonic()
+                while depth(sqs, queue_url) != (0, 0) and process.poll() is None:
+                    time.sleep(0.05)
+                seconds = time.monotonic() - started
+            finally:
+                process.terminate()
+                _, stderr = process.communicate(timeout=60)
+            if process.returncode != 0:
+                raise SystemExit(f"the worker failed (rc {process.returncode}):\n{stderr.decode()}")
+    finally:
+        receiver.stop()
+    return messages / seconds
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--messages", type=int, default=1_000)
+    parser.add_argument("--groups", type=int, default=1)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--code", type=Path, default=ROOT, help="the checkout whose worker runs")
+    args = parser.parse_args(argv)
+    rates = [measure(args.messages, args.groups, args.code.resolve()) for _ in range(args.runs)]
+    for run, rate in enumerate(rates, 1):
+        print(f"run {run}: {args.messages} messages in {args.groups} group(s): {rate:,.1f} msg/s")
+    print(f"median: {sorted(rates)[len(rates) // 2]:,.1f} msg/s ({args.code})")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,256 @@
+"""FIFO queues and fair queues, end to end, on both emulators (moto orders FIFO groups
+as SQS does; fauxqs too): ordered groups counted exactly, dead letters that keep their
+group and reason, provision and redrive that understand FIFO."""
+
+from __future__ import annotations
+
+import json
+import random
+from typing import Any
+
+import pytest
+
+from tests.answers import AnsweringProxy, Fault
+from tests.fleet import Rig, audit, provision, report, stop, valid_only, wait_until
+from tests.otlp import OTLPReceiver
+from tests.sqs import depth, sqs_client
+from tests.support import Env, nps_worker, run_cli
+from worker.dev.kata import KataMessage
+
+pytestmark = pytest.mark.integration
+
+GROUPS = 5
+REASON = "nps-reject-reason"
+
+
+@pytest.fixture(params=["fauxqs", pytest.param("moto", marks=pytest.mark.soak)])
+def fifo_endpoint(request: pytest.FixtureRequest) -> str:
+    return str(request.getfixturevalue(f"{request.param}_endpoint"))
+
+
+def fifo_env(worker_env: Env, endpoint: str, **changes: str) -> dict[str, str]:
+    queue = worker_env.values["SQS_QUEUE_NAME"] + ".fifo"
+    return worker_env.with_(AWS_ENDPOINT_URL_SQS=endpoint, SQS_QUEUE_NAME=queue, **changes)
+
+
+def group_of(index: int) -> str:
+    return f"customer-{index % GROUPS}"
+
+
+def send_in_groups(sqs: Any, queue_url: str, ledger: list[KataMessage]) -> None:
+    for start in range(0, len(ledger), 10):
+        entries = [
+            {"Id": str(i), "MessageBody": m.body, "MessageGroupId": group_of(start + i)}
+            for i, m in enumerate(ledger[start : start + 10])
+        ]
+        response = sqs.send_message_batch(QueueUrl=queue_url, Entries=entries)
+        assert not response.get("Failed"), response
+
+
+def drain_with_groups(sqs: Any, queue_url: str) -> list[dict[str, Any]]:
+    """Every visible message with its group, deleted as read: on a FIFO queue a message
+    held (received, not deleted) keeps the rest of its group from any receive."""
+    messages: list[dict[str, Any]] = []
+    while batch := sqs.receive_message(
+        QueueUrl=queue_url,
+        MaxNumberOfMessages=10,
+        VisibilityTimeout=60,
+        MessageAttributeNames=["All"],
+        MessageSystemAttributeNames=["MessageGroupId"],
+    ).get("Messages", []):
+        messages.extend(batch)
+        entries = [{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(batch)]
+        sqs.delete_message_batch(QueueUrl=queue_url, Entries=entries)
+    return messages
+
+
+def counted_and_summed(otlp: OTLPReceiver) -> tuple[dict[str, float], dict[str, float]]:
+    return (
+        otlp.fleet_totals("nps.events", "event.type"),
+        otlp.fleet_totals("nps.event.value", "event.type"),
+    )
+
+
+def expected_counts(ledger: list[KataMessage]) -> dict[str, float]:
+    counts: dict[str, float] = {}
+    for m in ledger:
+        if m.type is not None:
+            counts[m.type] = counts.get(m.type, 0) + 1
+    return counts
+
+
+def expected_sums(ledger: list[KataMessage]) -> dict[str, float]:
+    sums: dict[str, float] = {}
+    for m in ledger:
+        if m.type is not None:
+            sums[m.type] = sums.get(m.type, 0.0) + m.value
+    return sums
+
+
+def fifo_ledger(seed: int) -> list[KataMessage]:
+    """100 valid and 10 malformed, interleaved, every body distinct (content-based
+    deduplication would merge equal ones)."""
+    ledger = valid_only(100, seed)
+    for i in range(10):
+        ledger.insert(i * 11 + 5, KataMessage(body=f"{{not json {i}"))
+    return ledger
+
+
+def test_provision_makes_a_fifo_pair_with_a_valid_default_dlq_name(
+    worker_env: Env, fifo_endpoint: str
+) -> None:
+    env = fifo_env(worker_env, fifo_endpoint, SQS_MAX_RECEIVE_COUNT="4")
+    queue_url, dlq_url = provision(env)
+    assert provision(env) == (queue_url, dlq_url), "idempotent"
+    assert queue_url.endswith(".fifo")
+    assert dlq_url.endswith("-dlq.fifo")
+    sqs = sqs_client(fifo_endpoint)
+    for url in (queue_url, dlq_url):
+        attributes = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
+        assert attributes["FifoQueue"] == "true"
+        assert attributes["ContentBasedDeduplication"] == "true"
+    policy = json.loads(
+        sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["RedrivePolicy"])[
+            "Attributes"
+        ]["RedrivePolicy"]
+    )
+    assert policy["deadLetterTargetArn"].endswith("-dlq.fifo")
+    assert str(policy["maxReceiveCount"]) == "4"
+
+
+def test_fifo_groups_are_counted_once_and_rejects_keep_group_and_reason_across_a_restart(
+    worker_env: Env, fifo_endpoint: str, otlp: OTLPReceiver
+) -> None:
+    env = fifo_env(worker_env, fifo_endpoint, SQS_MAX_RECEIVE_COUNT="10")
+    queue_url, dlq_url = provision(env)
+    sqs = sqs_client(fifo_endpoint)
+    ledger = fifo_ledger(seed=41)
+    send_in_groups(sqs, queue_url, ledger)
+    groups = {m.body: group_of(i) for i, m in enumerate(ledger)}
+    first = nps_worker("run", env=env)
+    try:
+        wait_until(lambda: otlp.fleet_totals("nps.events", "event.type"), 60, "first counts")
+    finally:
+        code, _, stderr = stop(first, 60)
+    assert code == 0, stderr
+    second = nps_worker("run", env=env)
+    try:
+        wait_until(lambda: depth(sqs, queue_url) == (0, 0), 120, "the FIFO queue to drain")
+        wait_until(lambda: depth(sqs, dlq_url)[0] == 10, 60, "ten dead letters")
+    finally:
+        code, _, stderr = stop(second, 60)
+    assert code == 0, stderr
+    letters = drain_with_groups(sqs, dlq_url)
+    # Each copy keeps its group (SQS requires one on a FIFO queue) and says why.
+    for letter in letters:
+        assert letter["MessageAttributes"][REASON]["StringValue"] == "malformed_json"
+        assert letter["Attributes"]["MessageGroupId"] == groups[letter["Body"]]
+    assert sorted(letter["Body"] for letter in letters) == sorted(
+        m.body for m in ledger if not m.valid
+    ), "each reject once"
+    counted, summed = counted_and_summed(otlp)
+    report("FIFO, 5 groups, a restart", counted=sum(counted.values()), dead=len(letters))
+    assert counted == expected_counts(ledger)
+    for kind, total in expected_sums(ledger).items():
+        assert summed[kind] == pytest.approx(total, abs=1e-6)
+
+
+def test_dead_letter_copies_on_a_fifo_queue_carry_their_group(
+    worker_env: Env, fifo_endpoint: str
+) -> None:
+    env = fifo_env(worker_env, fifo_endpoint)
+    queue_url, dlq_url = provision(env)
+    sqs = sqs_client(fifo_endpoint)
+    bad = [KataMessage(body=f"{{bad {i}") for i in range(4)]
+    send_in_groups(sqs, queue_url, bad)
+    worker = nps_worker("run", env=env)
+    try:
+        wait_until(lambda: depth(sqs, dlq_url)[0] == 4, 60, "four dead letters")
+    finally:
+        code, _, stderr = stop(worker, 60)
+    assert code == 0, stderr
+    peeked = run_cli("dlq", "peek", env=env)
+    assert peeked.returncode == 0, peeked.stderr
+    letters = [json.loads(line) for line in peeked.stdout.splitlines()]
+    assert {(letter["body"], letter["group_id"]) for letter in letters} == {
+        (m.body, group_of(i)) for i, m in enumerate(bad)
+    }
+    assert {letter["reason"] for letter in letters} == {"malformed_json"}
+
+
+def test_dlq_redrive_on_fifo_keeps_the_group_and_is_not_deduplicated_away(
+    worker_env: Env, fifo_endpoint: str
+) -> None:
+    # Content-based deduplication drops a body sent again within 5 minutes: a redrive of
+    # a message rejected a moment ago must not vanish in that window.
+    env = fifo_env(worker_env, fifo_endpoint)
+    queue_url, dlq_url = provision(env)
+    sqs = sqs_client(fifo_endpoint)
+    bad = [KataMessage(body=f"{{redrive me {i}") for i in range(3)]
+    send_in_groups(sqs, queue_url, bad)
+    worker = nps_worker("run", env=env)
+    try:
+        wait_until(lambda: depth(sqs, dlq_url)[0] == 3, 60, "three dead letters")
+    finally:
+        stop(worker, 60)
+    result = run_cli("dlq", "redrive", env=env)
+    assert result.returncode == 0, result.stderr
+    assert "moved 3 message(s)" in result.stdout
+    assert depth(sqs, dlq_url) == (0, 0)
+    moved = drain_with_groups(sqs, queue_url)
+    assert sorted(m["Body"] for m in moved) == sorted(m.body for m in bad)
+    assert {(m["Body"], m["Attributes"]["MessageGroupId"]) for m in moved} == {
+        (m.body, group_of(i)) for i, m in enumerate(bad)
+    }
+
+
+def test_a_retried_fifo_receive_reuses_its_attempt_id(
+    worker_env: Env, fauxqs_endpoint: str, otlp: OTLPReceiver
+) -> None:
+    # After a receive whose answer was lost, SQS hands the same messages to the same
+    # attempt id; a new id would leave their groups blocked for a visibility timeout.
+    proxy = AnsweringProxy(fauxqs_endpoint).start()
+    try:
+        env = fifo_env(worker_env, fauxqs_endpoint, WORKER_CONCURRENCY="1")
+        queue_url, _ = provision(env)
+        sqs = sqs_client(fauxqs_endpoint)
+        send_in_groups(sqs, queue_url, valid_only(5, seed=3))
+        proxy.fault("ReceiveMessage", Fault("truncated"))
+        worker = nps_worker("run", env=env | {"AWS_ENDPOINT_URL_SQS": proxy.endpoint})
+        try:
+            wait_until(lambda: proxy.served["ReceiveMessage"] >= 2, 60, "two lost receives")
+            proxy.fault("ReceiveMessage", None)
+            wait_until(lambda: len(proxy.attempt_ids) >= 4, 60, "more receives")
+        finally:
+            stop(worker, 60)
+    finally:
+        proxy.stop()
+    ids = proxy.attempt_ids
+    assert ids[0] == ids[1], "the retry after a lost answer reuses the attempt id"
+    assert all(ids), "every FIFO receive names its attempt"
+    assert len(set(ids)) >= 2, "a receive that was answered starts a new attempt"
+
+
+@pytest.mark.soak
+def test_a_standard_queue_with_group_ids_is_consumed_and_its_dead_letters_keep_the_group(
+    worker_env: Env, moto_endpoint: str, otlp: OTLPReceiver
+) -> None:
+    # Fair queues (2025): standard queues take a MessageGroupId; moto returns it on
+    # receive as SQS does (fauxqs does not).
+    env = worker_env.with_(AWS_ENDPOINT_URL_SQS=moto_endpoint)
+    queue_url, dlq_url = provision(env)
+    sqs = sqs_client(moto_endpoint)
+    rng = random.Random(5)
+    ledger = fifo_ledger(seed=rng.randint(0, 1000))
+    send_in_groups(sqs, queue_url, ledger)
+    worker = nps_worker("run", env=env)
+    try:
+        wait_until(lambda: depth(sqs, queue_url) == (0, 0), 120, "the queue to drain")
+        wait_until(lambda: depth(sqs, dlq_url)[0] == 10, 60, "ten dead letters")
+    finally:
+        stop(worker, 60)
+    peeked = run_cli("dlq", "peek", env=env)
+    letters = [json.loads(line) for line in peeked.stdout.splitlines()]
+    assert all(letter["group_id"].startswith("customer-") for letter in letters), letters
+    result = audit(Rig(env, sqs, queue_url, dlq_url, ledger), otlp)
+    assert (result.losses, result.duplicates, result.dead_lettered) == (0, 0, 10)
