@@ -155,6 +155,7 @@ def test_fifo_groups_are_counted_once_and_rejects_keep_group_and_reason_across_a
         assert summed[kind] == pytest.approx(total, abs=1e-6)
 
 
+@pytest.mark.soak  # the restart test checks the copies' groups too; this adds `dlq peek`
 def test_dead_letter_copies_on_a_fifo_queue_carry_their_group(
     worker_env: Env, fifo_endpoint: str
 ) -> None:
@@ -204,6 +205,7 @@ def test_dlq_redrive_on_fifo_keeps_the_group_and_is_not_deduplicated_away(
     }
 
 
+@pytest.mark.soak
 def test_a_retried_fifo_receive_reuses_its_attempt_id(
     worker_env: Env, fauxqs_endpoint: str, otlp: OTLPReceiver
 ) -> None:

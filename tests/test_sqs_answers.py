@@ -44,9 +44,9 @@ def case(operation: str, answer: Answer, *, soak: bool = True, every: int = 1) -
     return pytest.param(Case(operation, answer, every), id=f"{operation}-{answer}", marks=marks)
 
 
-# The default run: the three whose wrong reading lost or double counted most; the soak
+# The default run: the two whose wrong reading lost or double counted most; the soak
 # suite: every other answer to every operation, and a receive throttled every other time.
-QUICK = {("DeleteMessageBatch", "html"), ("SendMessageBatch", "html"), ("ReceiveMessage", "html")}
+QUICK = {("DeleteMessageBatch", "html"), ("SendMessageBatch", "html")}
 SCENARIOS_TRIED = [
     case(operation, answer, soak=(operation, answer) not in QUICK)
     for operation in OUTAGE_LINES
@@ -105,12 +105,11 @@ def test_an_odd_answer_to_one_operation_loses_and_double_counts_nothing(
     worker = nps_worker("run", env=env)
     try:
         wait_until(lambda: answering.served[operation] >= 1, 60, f"the odd {operation} answer")
-        time.sleep(12 if extending else 6)  # the fault lasts a while
+        time.sleep(12 if extending else 3)  # the fault lasts a while
         answering.fault(operation, None)
         otlp.answer = "stored"
         wait_until(lambda: depth(sqs, queue_url) == (0, 0), 120, "the queue to drain")
         wait_until(lambda: sum(depth(sqs, dlq_url)) >= 21, 60, "every reject in the DLQ")
-        time.sleep(6)  # past the log's settling time: the outage's end is logged
     finally:
         answering.fault(operation, None)
         code, _, stderr = stop(worker, 60)
