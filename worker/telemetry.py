@@ -1,8 +1,9 @@
 """The one module that knows OpenTelemetry: provider, exporter, instruments.
 
-Collection is driven by the worker, not by a timer thread: `export()` collects and
-exports, and returns whether the receiver stored it. The SQS adapter deletes a
-message only after a stored export that included its count.
+Collection is driven by the worker, not by a timer thread: `export()` collects on the
+event loop that records the events (so it reads every event handled before the call,
+and nothing half-recorded), sends from a thread, and returns the receiver's verdict.
+The SQS adapter deletes a message only after a stored export that included its count.
 
 An export that times out has an unknown outcome: the receiver may have stored it.
 While the worker runs, the next export settles it (the sums are cumulative). At
@@ -15,22 +16,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import threading
 import time
 import uuid
 from collections import Counter as Tally
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from functools import partial
-from typing import Any, Final
+from typing import Final
 
 from opentelemetry.metrics import CallbackOptions, Observation
 from opentelemetry.sdk.metrics import Counter, Histogram, MeterProvider
 from opentelemetry.sdk.metrics.export import (
     AggregationTemporality,
     ConsoleMetricExporter,
+    InMemoryMetricReader,
     MetricExporter,
-    MetricExportResult,
-    MetricReader,
     MetricsData,
 )
 from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, View
@@ -38,7 +37,7 @@ from opentelemetry.sdk.resources import SERVICE_INSTANCE_ID, SERVICE_NAME, Resou
 
 from .events import REJECT_REASONS, Event
 from .faststream_sqs import STORED, QueueDepth, Verdict, not_stored
-from .otlp_durability import ExportVerdicts, grpc_exporter, http_exporter
+from .otlp_durability import ExporterFactory, JudgedExporter, grpc_exporter, http_exporter
 from .settings import Settings
 from .totals import Totals, TypeCap
 
@@ -72,74 +71,6 @@ DURATION_BUCKETS: Final = (
 FINAL_RETRY_SECONDS: Final = 1.0
 MIN_FINAL_ATTEMPT_SECONDS: Final = 0.5
 
-ExporterFactory = Callable[[float], MetricExporter]
-"""An exporter whose attempts may take the given number of seconds."""
-
-
-class OnDemandReader(MetricReader):
-    """Exports when asked, and says whether the receiver stored it."""
-
-    def __init__(
-        self,
-        exporter: MetricExporter | None,
-        verdicts: ExportVerdicts | None = None,
-        patient: ExporterFactory | None = None,
-    ) -> None:
-        super().__init__(
-            preferred_temporality={
-                Counter: AggregationTemporality.CUMULATIVE,
-                Histogram: AggregationTemporality.CUMULATIVE,
-            }
-        )
-        self._exporter = exporter
-        self._patient = patient
-        self._current = exporter
-        self._verdicts = verdicts or ExportVerdicts()
-        self._lock = threading.Lock()
-        self._last_ok: bool | None = None
-
-    def _receive_metrics(
-        self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any
-    ) -> None:
-        if self._current is None:
-            self._last_ok = True
-            return
-        self._verdicts.record(None)
-        try:
-            result = self._current.export(metrics_data, timeout_millis=timeout_millis)
-        except Exception as error:
-            log.debug("metric export raised", exc_info=True)
-            result = MetricExportResult.FAILURE
-            if self._verdicts.last_failure is None:
-                self._verdicts.record(f"export failed: {error}")
-        self._last_ok = result is MetricExportResult.SUCCESS
-
-    def export_now(self, timeout: float | None = None) -> Verdict:
-        """Collect and export. `timeout`: seconds this attempt may take, when it must
-        differ from the exporter's own (the final exports, at shutdown)."""
-        with self._lock:  # one export at a time, and its result is ours
-            self._last_ok = None
-            patient = None
-            if timeout is not None and self._patient is not None:
-                patient = self._current = self._patient(timeout)
-            try:
-                self.collect()
-            finally:
-                self._current = self._exporter
-                if patient is not None:
-                    patient.shutdown()
-            if self._last_ok is True:
-                return STORED
-            # Every collection carries data (the rejected counters exist from the start):
-            # an export that never ran (a disabled SDK, a provider shut down) stored nothing.
-            if self._last_ok is None:
-                return not_stored("not exported: the SDK collected nothing")
-            return not_stored(self._verdicts.last_failure or "export failed")
-
-    def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
-        if self._exporter is not None:
-            self._exporter.shutdown(timeout_millis=timeout_millis)
-
 
 def build_resource() -> Resource:
     """OTEL_SERVICE_NAME / OTEL_RESOURCE_ATTRIBUTES win, but for the instance id.
@@ -156,32 +87,38 @@ def build_resource() -> Resource:
     return detected.merge(Resource(ours))
 
 
-def build_exporter(settings: Settings, verdicts: ExportVerdicts) -> ExporterFactory | None:
-    """What exports, given how long an attempt may take (None: nothing is exported)."""
+def build_exporter(settings: Settings) -> JudgedExporter | None:
+    """What exports, judged (None: nothing is exported)."""
     if settings.otel_metrics_exporter == "none":
         return None
     if settings.otel_metrics_exporter == "console":
-        return lambda timeout: ConsoleMetricExporter()
+        return JudgedExporter(ConsoleMetricExporter())
     export = settings.otlp_export
-    if export.protocol == "grpc":
-        return partial(grpc_exporter, verdicts, export.endpoint)
-    return partial(http_exporter, verdicts, export.endpoint)
+    exporters: ExporterFactory = partial(
+        grpc_exporter if export.protocol == "grpc" else http_exporter, export.endpoint
+    )
+    return JudgedExporter(exporters(export.timeout_seconds), patient=exporters)
 
 
 class Metrics:
     """The contract's instruments, and the `SQSObserver` the adapter reports to."""
 
     def __init__(
-        self,
-        settings: Settings,
-        exporter: MetricExporter | None = None,
-        verdicts: ExportVerdicts | None = None,
-        patient: ExporterFactory | None = None,
+        self, settings: Settings, exporter: MetricExporter | JudgedExporter | None = None
     ) -> None:
         self.resource = build_resource()
-        self._reader = OnDemandReader(exporter, verdicts, patient)
+        self._exporter = (
+            JudgedExporter(exporter) if isinstance(exporter, MetricExporter) else exporter
+        )
+        # Collects when asked, on the caller's thread; exports nothing itself.
+        self._reader = InMemoryMetricReader(
+            preferred_temporality={
+                Counter: AggregationTemporality.CUMULATIVE,
+                Histogram: AggregationTemporality.CUMULATIVE,
+            }
+        )
         self._final_deadline: float | None = None
-        self._stored_snapshot: list[tuple[Mapping[str, str], int, float]] | None = None
+        self._stored_totals: list[tuple[str, int, float]] | None = None
         self._provider = MeterProvider(
             resource=self.resource,
             metric_readers=[self._reader],
@@ -212,7 +149,6 @@ class Metrics:
             unit="1",
             description="Sum of the value field, by type.",
         )
-        self._snapshot: list[tuple[Mapping[str, str], int, float]] = []
         self._rejected = meter.create_counter(
             "nps.events.rejected",
             unit="{event}",
@@ -251,12 +187,7 @@ class Metrics:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Metrics:
-        verdicts = ExportVerdicts()
-        exporters = build_exporter(settings, verdicts)
-        if exporters is None:
-            return cls(settings, None, verdicts)
-        running = exporters(settings.otlp_export.timeout_seconds)
-        return cls(settings, running, verdicts, patient=exporters)
+        return cls(settings, build_exporter(settings))
 
     # Domain
 
@@ -315,37 +246,51 @@ class Metrics:
 
     async def export(self) -> Verdict:
         """Export everything recorded so far; STORED once the receiver has it."""
-        # Taken here, on the event loop that records events, so the export thread
-        # reads a consistent copy that includes every event handled before this call.
-        snapshot = [
-            (self._type_attributes[name], total.count, total.sum)
-            for name, total in self.totals.by_type.items()
-        ]
-        self._snapshot = snapshot
-        if self._final_deadline is None or snapshot == self._stored_snapshot:
-            verdict = await asyncio.to_thread(self._reader.export_now)
+        # Collected here, on the event loop that records events: the data includes every
+        # event handled before this call, and the export thread gets it as an argument.
+        data = self._reader.get_metrics_data()
+        # Every collection carries data (the rejected counters exist from the start): a
+        # collection that yields none (a disabled SDK, a provider shut down) stored nothing.
+        if data is None:
+            return not_stored("not exported: the SDK collected nothing")
+        if self._exporter is None:
+            return STORED
+        totals = [(name, total.count, total.sum) for name, total in self.totals.by_type.items()]
+        if self._final_deadline is None or totals == self._stored_totals:
+            verdict = await asyncio.to_thread(self._exporter.send, data)
         else:
-            verdict = await self._final_export(self._final_deadline)
+            verdict = await self._final_export(self._exporter, data, self._final_deadline)
         if verdict.stored:
-            self._stored_snapshot = snapshot
+            self._stored_totals = totals
         return verdict
 
-    async def _final_export(self, deadline: float) -> Verdict:
+    @staticmethod
+    async def _final_export(
+        exporter: JudgedExporter, data: MetricsData, deadline: float
+    ) -> Verdict:
         """Until stored or `deadline`: an attempt that timed out may have been stored, so
         it is never the last word while time is left."""
         verdict = not_stored("not exported: the shutdown budget was spent")
         while (left := deadline - time.monotonic()) >= MIN_FINAL_ATTEMPT_SECONDS:
-            verdict = await asyncio.to_thread(self._reader.export_now, left)
+            verdict = await asyncio.to_thread(exporter.send, data, left)
             if verdict.stored:
                 return verdict
             await asyncio.sleep(min(FINAL_RETRY_SECONDS, max(0.0, deadline - time.monotonic())))
         return verdict
 
     def _observe_counts(self, options: CallbackOptions) -> Iterable[Observation]:
-        return [Observation(count, attributes) for attributes, count, _ in self._snapshot]
+        return [
+            Observation(total.count, self._type_attributes[name])
+            for name, total in self.totals.by_type.items()
+        ]
 
     def _observe_values(self, options: CallbackOptions) -> Iterable[Observation]:
-        return [Observation(total, attributes) for attributes, _, total in self._snapshot]
+        return [
+            Observation(total.sum, self._type_attributes[name])
+            for name, total in self.totals.by_type.items()
+        ]
 
     def shutdown(self) -> None:
         self._provider.shutdown()
+        if self._exporter is not None:
+            self._exporter.shutdown()
