@@ -12,12 +12,12 @@ commit) the same way.
 from __future__ import annotations
 
 import argparse
-import os
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+from benchmarks.environment import worker_environment
 from tests.emulators import fauxqs_sqs
 from tests.fleet import valid_only
 from tests.otlp import OTLPReceiver
@@ -25,6 +25,7 @@ from tests.sqs import depth, sqs_client
 
 ROOT = Path(__file__).resolve().parent.parent
 QUEUE = "one-group.fifo"
+DLQ = "one-group-dlq.fifo"
 
 
 def measure(messages: int, groups: int, code: Path) -> float:
@@ -33,22 +34,14 @@ def measure(messages: int, groups: int, code: Path) -> float:
     receiver.start()
     try:
         with fauxqs_sqs() as endpoint:
-            env = {
-                k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "SQS_", "AWS_"))
-            }
-            env |= {
-                "AWS_ENDPOINT_URL_SQS": endpoint,
-                "AWS_REGION": "us-east-1",
-                "AWS_ACCESS_KEY_ID": "bench",
-                "AWS_SECRET_ACCESS_KEY": "bench",
-                "SQS_QUEUE_NAME": QUEUE,
-                "DLQ_QUEUE_NAME": "one-group-dlq.fifo",
-                "SQS_WAIT_TIME_SECONDS": "1",
-                "HEALTH_PORT": "0",
-                "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint,
-                "OTEL_METRIC_EXPORT_INTERVAL": "1000",
-                "PYTHONPATH": str(code),
-            }
+            env = worker_environment(
+                endpoint,
+                receiver.endpoint,
+                SQS_QUEUE_NAME=QUEUE,
+                SQS_WAIT_TIME_SECONDS="1",
+                OTEL_METRIC_EXPORT_INTERVAL="1000",
+                PYTHONPATH=str(code),
+            )
             worker = [sys.executable, "-m", "worker"]
             subprocess.run(
                 [*worker, "provision"], env=env, cwd=code, check=True, capture_output=True

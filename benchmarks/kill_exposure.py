@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -31,6 +30,7 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
     ExportMetricsServiceRequest,
 )
 
+from benchmarks.environment import worker_environment
 from tests.emulators import fauxqs_sqs
 from tests.fleet import kata, valid_only
 from tests.otlp import OTLPReceiver
@@ -86,19 +86,14 @@ def measure(traffic: list[KataMessage], code: Path, interval_ms: int) -> Exposur
 def _drain_with_one_worker(
     endpoint: str, otlp_endpoint: str, traffic: list[KataMessage], code: Path, interval_ms: int
 ) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "SQS_", "AWS_"))}
-    env |= {
-        "AWS_ENDPOINT_URL_SQS": endpoint,
-        "AWS_REGION": "us-east-1",
-        "AWS_ACCESS_KEY_ID": "bench",
-        "AWS_SECRET_ACCESS_KEY": "bench",
-        "SQS_QUEUE_NAME": QUEUE,
-        "SQS_WAIT_TIME_SECONDS": "1",
-        "HEALTH_PORT": "0",
-        "OTEL_EXPORTER_OTLP_ENDPOINT": otlp_endpoint,
-        "OTEL_METRIC_EXPORT_INTERVAL": str(interval_ms),
-        "PYTHONPATH": str(code),
-    }
+    env = worker_environment(
+        endpoint,
+        otlp_endpoint,
+        SQS_QUEUE_NAME=QUEUE,
+        SQS_WAIT_TIME_SECONDS="1",
+        OTEL_METRIC_EXPORT_INTERVAL=str(interval_ms),
+        PYTHONPATH=str(code),
+    )
     worker = [sys.executable, "-m", "worker"]
     subprocess.run([*worker, "provision"], env=env, cwd=code, check=True, capture_output=True)
     sqs = sqs_client(endpoint)

@@ -64,6 +64,20 @@ def drain_with_groups(sqs: Any, queue_url: str) -> list[dict[str, Any]]:
     return messages
 
 
+def dead_letter(env: dict[str, str], endpoint: str, bad: list[KataMessage]) -> tuple[Any, str, str]:
+    """A provisioned FIFO pair whose worker has dead-lettered `bad`, one group each."""
+    queue_url, dlq_url = provision(env)
+    sqs = sqs_client(endpoint)
+    send_in_groups(sqs, queue_url, bad)
+    worker = nps_worker("run", env=env)
+    try:
+        wait_until(lambda: depth(sqs, dlq_url)[0] == len(bad), 60, "the dead letters")
+    finally:
+        code, _, stderr = stop(worker, 60)
+    assert code == 0, stderr
+    return sqs, queue_url, dlq_url
+
+
 def counted_and_summed(otlp: OTLPReceiver) -> tuple[dict[str, float], dict[str, float]]:
     return (
         otlp.fleet_totals("nps.events", "event.type"),
@@ -160,16 +174,8 @@ def test_dead_letter_copies_on_a_fifo_queue_carry_their_group(
     worker_env: Env, fifo_endpoint: str
 ) -> None:
     env = fifo_env(worker_env, fifo_endpoint)
-    queue_url, dlq_url = provision(env)
-    sqs = sqs_client(fifo_endpoint)
     bad = [KataMessage(body=f"{{bad {i}") for i in range(4)]
-    send_in_groups(sqs, queue_url, bad)
-    worker = nps_worker("run", env=env)
-    try:
-        wait_until(lambda: depth(sqs, dlq_url)[0] == 4, 60, "four dead letters")
-    finally:
-        code, _, stderr = stop(worker, 60)
-    assert code == 0, stderr
+    dead_letter(env, fifo_endpoint, bad)
     peeked = run_cli("dlq", "peek", env=env)
     assert peeked.returncode == 0, peeked.stderr
     letters = [json.loads(line) for line in peeked.stdout.splitlines()]
@@ -185,15 +191,8 @@ def test_dlq_redrive_on_fifo_keeps_the_group_and_is_not_deduplicated_away(
     # Content-based deduplication drops a body sent again within 5 minutes: a redrive of
     # a message rejected a moment ago must not vanish in that window.
     env = fifo_env(worker_env, fifo_endpoint)
-    queue_url, dlq_url = provision(env)
-    sqs = sqs_client(fifo_endpoint)
     bad = [KataMessage(body=f"{{redrive me {i}") for i in range(3)]
-    send_in_groups(sqs, queue_url, bad)
-    worker = nps_worker("run", env=env)
-    try:
-        wait_until(lambda: depth(sqs, dlq_url)[0] == 3, 60, "three dead letters")
-    finally:
-        stop(worker, 60)
+    sqs, queue_url, dlq_url = dead_letter(env, fifo_endpoint, bad)
     result = run_cli("dlq", "redrive", env=env)
     assert result.returncode == 0, result.stderr
     assert "moved 3 message(s)" in result.stdout

@@ -141,22 +141,26 @@ class Clock:
         return self.now
 
 
+def outage(clock: Clock) -> Outage:
+    return Outage(logging.getLogger("test.outage"), "failing (%(detail)s)", "works again",
+                  settle_seconds=5, clock=clock)  # fmt: skip
+
+
 def test_an_outage_that_flaps_is_one_line_when_it_starts_and_one_when_it_ends(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     clock = Clock()
-    outage = Outage(logging.getLogger("test.outage"), "failing (%(detail)s)", "works again",
-                    settle_seconds=5, clock=clock)  # fmt: skip
+    flapping = outage(clock)
     with caplog.at_level(logging.INFO, "test.outage"):
         for step in range(40):  # every other call throttled, for 20 s
             clock.now = step * 0.5
             if step % 2:
-                outage.failed("ThrottlingException", kind="ThrottlingException")
+                flapping.failed("ThrottlingException", kind="ThrottlingException")
             else:
-                outage.succeeded()
+                flapping.succeeded()
         for step in range(40, 60):  # then 10 s of successes
             clock.now = step * 0.5
-            outage.succeeded()
+            flapping.succeeded()
     assert [r.getMessage() for r in caplog.records] == [
         "failing (ThrottlingException)",
         "works again",
@@ -166,15 +170,13 @@ def test_an_outage_that_flaps_is_one_line_when_it_starts_and_one_when_it_ends(
 def test_an_outage_of_another_kind_is_said_and_one_ended_by_shutdown_is_said_too(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    clock = Clock()
-    outage = Outage(logging.getLogger("test.outage"), "failing (%(detail)s)", "works again",
-                    settle_seconds=5, clock=clock)  # fmt: skip
+    changing = outage(Clock())
     with caplog.at_level(logging.INFO, "test.outage"):
-        outage.failed("HTTP 503", kind="HTTP 503")
-        outage.failed("HTTP 503", kind="HTTP 503")
-        outage.failed("SQSCallTimedOut", kind="SQSCallTimedOut")
-        outage.succeeded()
-        outage.close()  # succeeding when the calls stop: the outage ended
+        changing.failed("HTTP 503", kind="HTTP 503")
+        changing.failed("HTTP 503", kind="HTTP 503")
+        changing.failed("SQSCallTimedOut", kind="SQSCallTimedOut")
+        changing.succeeded()
+        changing.close()  # succeeding when the calls stop: the outage ended
     assert [r.getMessage() for r in caplog.records] == [
         "failing (HTTP 503)",
         "failing (SQSCallTimedOut)",
