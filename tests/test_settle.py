@@ -133,7 +133,7 @@ def _one_handled(sqs: FakeSQS, counts: Counts) -> tuple[Settlement, RawMessage]:
     """A settlement holding one message whose handler has counted and acked it."""
     settlement = _settlement(sqs, counts)
     message = _message(1)
-    settlement.intake.hold([message])
+    settlement.intake.hold([message], time.monotonic())
     _handle(settlement, counts, message)
     return settlement, message
 
@@ -143,7 +143,7 @@ def test_an_acked_message_is_queued_for_delete_as_its_handler_returns() -> None:
         sqs, counts = FakeSQS(), Counts()
         settlement = _settlement(sqs, counts)
         messages = [_message(n) for n in range(3)]
-        settlement.intake.hold(messages)
+        settlement.intake.hold(messages, time.monotonic())
         _handle(settlement, counts, messages[0])
         # A checkpoint between two handlers of one batch carries the first count: it
         # must delete that message too, or a crash now would count it twice.
@@ -165,7 +165,7 @@ def test_enough_handled_messages_start_a_checkpoint_without_waiting_for_the_inte
         settlement = _settlement(sqs, counts, options)
         running = asyncio.create_task(settlement.checkpointer.run())
         messages = [_message(n) for n in range(7)]
-        settlement.intake.hold(messages)
+        settlement.intake.hold(messages, time.monotonic())
         for message in messages[:5]:
             _handle(settlement, counts, message)
         await asyncio.sleep(0.2)
@@ -260,7 +260,7 @@ def test_a_held_message_keeps_no_reference_to_its_body() -> None:
         settlement = _settlement(sqs, counts)
         body = "".join(["{", '"a": 1', "}"])  # an object only this test refers to
         message = RawMessage("queue", "id", "receipt", body=body)
-        settlement.intake.hold([message])
+        settlement.intake.hold([message], time.monotonic())
         _handle(settlement, counts, message)
         del message
         # Held until a checkpoint, for up to hours in an outage: bodies would be the bulk.
@@ -274,7 +274,7 @@ def test_in_a_batch_each_undo_goes_to_the_message_its_event_came_from() -> None:
     sqs, counts = FakeSQS(), Counts()
     settlement = _settlement(sqs, counts)
     batch = [_message(n) for n in range(3)]
-    settlement.intake.hold(batch)
+    settlement.intake.hold(batch, time.monotonic())
     with settlement.intake.handling(batch) as slots:
         message = asyncio.run(parse_batch(BatchDelivery(batch, slots)))
         message.reject_entry(1, "malformed_json")  # rejected while decoding
@@ -292,7 +292,7 @@ def test_in_a_batch_each_undo_goes_to_the_message_its_event_came_from() -> None:
 def test_a_batch_handler_that_passes_the_wrong_number_of_undos_is_told_so() -> None:
     settlement = _settlement(FakeSQS(), Counts())
     batch = [_message(n) for n in range(2)]
-    settlement.intake.hold(batch)
+    settlement.intake.hold(batch, time.monotonic())
     with settlement.intake.handling(batch) as slots:
         message = asyncio.run(parse_batch(BatchDelivery(batch, slots)))
         with pytest.raises(ValueError, match="one undo per event it was given"):
@@ -307,7 +307,7 @@ def test_closing_the_settlement_keeps_the_heartbeat_going_through_the_last_check
         sqs, counts = FakeSQS(), Counts()
         settlement = _settlement(sqs, counts, options)
         async with settlement:
-            settlement.intake.hold([_message(0), _message(1)])
+            settlement.intake.hold([_message(0), _message(1)], time.monotonic())
             _handle(settlement, counts, _message(0))  # message 1 is never handled
             counts.gate = asyncio.Event()
             asyncio.get_running_loop().call_later(3, counts.gate.set)
@@ -319,3 +319,17 @@ def test_closing_the_settlement_keeps_the_heartbeat_going_through_the_last_check
     assert sqs.deleted == ["receipt-0"]
     assert [c.receipt_handle for c in sqs.visibility if c.timeout == 0] == ["receipt-1"]
     assert (counts.exported[-1], held) == (1, 0)
+
+
+def test_a_message_is_held_no_longer_than_sqs_could_have_started_its_timeout() -> None:
+    # SQS starts a message's visibility timeout at some moment after the receive was
+    # sent; counted from the reply instead, this process could believe it still holds a
+    # message SQS has already handed to another worker.
+    async def scenario() -> tuple[int, int]:
+        settlement = _settlement(FakeSQS(), Counts())
+        sent_long_ago = time.monotonic() - OPTIONS.visibility_timeout
+        settlement.intake.hold([_message(1)], sent_long_ago)
+        taken_back = await settlement.heartbeat.extend_expiring()
+        return taken_back, settlement.ledger.held
+
+    assert asyncio.run(scenario()) == (1, 0)

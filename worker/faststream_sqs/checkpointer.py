@@ -9,55 +9,39 @@ handled messages wait, when the oldest has waited `flush_interval`, or every
 
 from __future__ import annotations
 
-import logging
 import time
 from typing import Final
 
 from .backoff import Backoff
-from .client import SQSClient, describe_error, error_kind
-from .ledger import Ledger
-from .options import SettleOptions
+from .client import describe_error, error_kind
 from .outage import Outage
+from .parts import SettlementPart, Shared
 from .verdict import StoreEffects, Verdict, not_stored
-from .watch import Watch
 
 # A failed checkpoint is retried after 1, 2, 4 ... flush intervals, at most this.
 RETRY_CAP_SECONDS: Final = 10.0
 
 
-class Checkpointer:
-    def __init__(
-        self,
-        ledger: Ledger,
-        watch: Watch,
-        client: SQSClient,
-        queue_url: str,
-        *,
-        store_effects: StoreEffects,
-        options: SettleOptions,
-        log: logging.Logger,
-    ) -> None:
-        self._ledger = ledger
-        self._watch = watch
-        self._client = client
-        self._queue_url = queue_url
+class Checkpointer(SettlementPart):
+    def __init__(self, shared: Shared, *, store_effects: StoreEffects) -> None:
+        super().__init__(shared)
         self._store_effects = store_effects
-        self._options = options
-        self._log = log
-        self._retry = Backoff(base=options.flush_interval, cap=RETRY_CAP_SECONDS, jitter="none")
+        self._retry = Backoff(
+            base=self._options.flush_interval, cap=RETRY_CAP_SECONDS, jitter="none"
+        )
         self._last_checkpoint = time.monotonic()
         self._last_delete_failure = 0.0
         self._failures = 0
         self._stopping = False
         # Each checkpoint is a state the operator must see at once: no settling time.
         self._not_stored = Outage(
-            log,
+            self._log,
             "checkpoint not stored (%(detail)s); holding every uncounted message and retrying",
             "checkpoints are stored again; deleting counted messages",
             settle_seconds=0,
         )
         self._deletes = Outage(
-            log,
+            self._log,
             "cannot delete counted messages (%(detail)s); retrying",
             "deleting counted messages again",
         )

@@ -10,35 +10,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import time
 
-from .client import SQSClient, VisibilityChange, describe_error, error_kind
-from .ledger import Ledger
-from .options import SettleOptions
+from .client import VisibilityChange, describe_error, error_kind
 from .outage import Outage
+from .parts import SettlementPart, Shared
 
 MIN_TICK_SECONDS = 0.05
 
 
-class Heartbeat:
-    def __init__(
-        self,
-        ledger: Ledger,
-        client: SQSClient,
-        queue_url: str,
-        *,
-        options: SettleOptions,
-        log: logging.Logger,
-    ) -> None:
-        self._ledger = ledger
-        self._client = client
-        self._queue_url = queue_url
-        self._options = options
-        self._log = log
+class Heartbeat(SettlementPart):
+    def __init__(self, shared: Shared) -> None:
+        super().__init__(shared)
         self._stopping = asyncio.Event()
         self._failing = Outage(
-            log,
+            self._log,
             "extending visibility failed (%(detail)s); retrying every tick (a held message "
             "whose timeout lapses meanwhile is SQS's again, and counted on redelivery)",
             "extending visibility works again",
@@ -46,7 +32,7 @@ class Heartbeat:
         # SQS taking held messages back while extensions work (stale receipts, SQS's 12 h
         # cap, a tick that came too late): a state too, one line when it starts.
         self._taken_back = Outage(
-            log,
+            self._log,
             "SQS has %(detail)s held message(s) back (a refused extension, or a lapsed "
             "visibility timeout); they are redelivered and counted then, their counts here "
             "taken back unless already exported",

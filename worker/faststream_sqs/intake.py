@@ -5,20 +5,17 @@ checkpoint): dead-letter copies, backoffs and hand-backs."""
 from __future__ import annotations
 
 import contextlib
-import logging
 import random
-import time
 from collections.abc import Iterator, Sequence
 from typing import Final
 
 from .backoff import Backoff
-from .client import RawMessage, SQSClient, VisibilityChange, describe_error, error_kind
+from .client import RawMessage, VisibilityChange, describe_error, error_kind
 from .dead_letters import DeadLetterQueue
-from .ledger import Ledger, Slot
+from .ledger import Slot
 from .observer import SQSObserver
-from .options import SettleOptions
 from .outage import Outage
-from .watch import Watch
+from .parts import SettlementPart, Shared
 
 # A failed message is visible again after 2^(receives) s, jittered, at most 15 minutes.
 NACK_BACKOFF: Final = Backoff(base=2, cap=900, jitter="half")
@@ -32,34 +29,20 @@ def nack_visibility(receive_count: int, rng: random.Random | None = None) -> int
     return max(1, round(NACK_BACKOFF.delay(receive_count, rng)))
 
 
-class Intake:
+class Intake(SettlementPart):
     def __init__(
-        self,
-        ledger: Ledger,
-        watch: Watch,
-        client: SQSClient,
-        queue_url: str,
-        *,
-        dead_letters: DeadLetterQueue | None,
-        observer: SQSObserver,
-        options: SettleOptions,
-        log: logging.Logger,
+        self, shared: Shared, *, dead_letters: DeadLetterQueue | None, observer: SQSObserver
     ) -> None:
-        self._ledger = ledger
-        self._watch = watch
-        self._client = client
-        self._queue_url = queue_url
+        super().__init__(shared)
         self._dead_letters_queue = dead_letters
         self._observer = observer
-        self._options = options
-        self._log = log
         self._releases = Outage(
-            log,
+            self._log,
             "cannot hand messages back (%(detail)s); they reappear after their visibility timeout",
             "handing messages back works again",
         )
         self._dead_letters = Outage(
-            log,
+            self._log,
             "cannot copy rejected messages to the dead-letter queue (%(detail)s); they stay "
             "in the queue and are retried after a backoff",
             "dead-lettering works again",
@@ -81,8 +64,11 @@ class Intake:
         await self._watch.wait_until(lambda: self._ledger.room)
         await self._watch.wait_until(lambda: not self._ledger.deleting, DELETES_FIRST_SECONDS)
 
-    def hold(self, messages: Sequence[RawMessage]) -> None:
-        expires_at = time.monotonic() + self._options.visibility_timeout
+    def hold(self, messages: Sequence[RawMessage], requested_at: float) -> None:
+        """`requested_at`: when the receive that brought them was sent. SQS starts their
+        visibility timeout somewhere after that, never before: counting from then, this
+        process never believes it holds a message SQS may already hand to another."""
+        expires_at = requested_at + self._options.visibility_timeout
         self._ledger.hold((m.receipt_handle for m in messages), expires_at)
 
     @contextlib.contextmanager

@@ -24,6 +24,7 @@ from .intake import Intake
 from .ledger import Ledger
 from .observer import SQSObserver
 from .options import SettleOptions
+from .parts import Shared
 from .tasks import Supervisor
 from .verdict import StoreEffects
 from .watch import Watch
@@ -48,26 +49,10 @@ class Settlement:
             checkpoint_messages=options.checkpoint_messages,
             on_change=self._watch.notify,
         )
-        self.intake = Intake(
-            self.ledger,
-            self._watch,
-            client,
-            queue_url,
-            dead_letters=dead_letters,
-            observer=observer,
-            options=options,
-            log=log,
-        )
-        self.checkpointer = Checkpointer(
-            self.ledger,
-            self._watch,
-            client,
-            queue_url,
-            store_effects=store_effects,
-            options=options,
-            log=log,
-        )
-        self.heartbeat = Heartbeat(self.ledger, client, queue_url, options=options, log=log)
+        shared = Shared(self.ledger, self._watch, client, queue_url, options, log)
+        self.intake = Intake(shared, dead_letters=dead_letters, observer=observer)
+        self.checkpointer = Checkpointer(shared, store_effects=store_effects)
+        self.heartbeat = Heartbeat(shared)
         self._tasks = Supervisor(log)
 
     async def __aenter__(self) -> Settlement:

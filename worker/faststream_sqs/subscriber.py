@@ -206,10 +206,11 @@ class SQSSubscriber(SubscriberUsecase[AnyDelivery]):
             await intake.wait_for_room()
             if not self.running:
                 return
+            requested_at = time.monotonic()
             batch = await self._receive(visibility, attempt)
             if not batch:
                 continue
-            intake.hold(batch)
+            intake.hold(batch, requested_at)
             if not self.running:
                 await intake.hand_back(batch)
                 return
