@@ -32,6 +32,8 @@ Answer = Literal[
     "hang",  # held for `hang_seconds`, then passed to SQS and answered
     "html_500",  # 500 with an HTML error page, instead of SQS
     "throttle",  # 400 ThrottlingException in SQS's JSON, instead of SQS
+    "sqs_error",  # `Fault.error` in SQS's JSON (with its x-amzn-query-error), instead of SQS
+    "replay",  # SQS's first answer to the operation, again: two clients read the same bytes
 ]
 ANSWERS: Final[tuple[Answer, ...]] = (
     "html",
@@ -44,11 +46,22 @@ ANSWERS: Final[tuple[Answer, ...]] = (
 )
 
 
+@dataclass(frozen=True)
+class SQSError:
+    """An error answer as SQS sends one in its JSON protocol."""
+
+    status: int
+    type: str  # `__type`, e.g. "com.amazonaws.sqs#KmsAccessDenied"
+    query_error: str | None = None  # the x-amzn-query-error header: "Code;Sender"
+    message: str = "refused by the test"
+
+
 @dataclass
 class Fault:
     answer: Answer
     every: int = 1  # 2: every other call of the operation
     hang_seconds: float = 15.0
+    error: SQSError | None = None  # for "sqs_error"
 
 
 class AnsweringProxy:
@@ -62,6 +75,8 @@ class AnsweringProxy:
         self.calls: Counter[str] = Counter()
         self.served: Counter[str] = Counter()  # odd answers given, per operation
         self.attempt_ids: list[str | None] = []  # each ReceiveMessage's, in order
+        self.access_key_ids: list[str] = []  # each call's signing key, in order
+        self._replays: dict[str, tuple[int, str, bytes]] = {}
         proxy = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -70,6 +85,7 @@ class AnsweringProxy:
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 operation = str(self.headers.get("X-Amz-Target", "")).rsplit(".", 1)[-1]
+                proxy._note_signer(str(self.headers.get("Authorization", "")))
                 if operation == "ReceiveMessage":
                     proxy.attempt_ids.append(json.loads(body).get("ReceiveRequestAttemptId"))
                 fault = proxy._fault_for(operation)
@@ -98,6 +114,15 @@ class AnsweringProxy:
                         "text/html",
                         b"<html>\n<body>\n<h1>502 Bad Gateway</h1>\n</body>\n</html>\n",
                     )
+                elif answer == "replay":
+                    self._reply(*proxy._replayed(operation, self.path, dict(self.headers), body))
+                elif answer == "sqs_error":
+                    assert fault.error is not None
+                    error = {"__type": fault.error.type, "message": fault.error.message}
+                    extra = {}
+                    if fault.error.query_error:
+                        extra["x-amzn-query-error"] = fault.error.query_error
+                    self._reply(fault.error.status, SQS_JSON, json.dumps(error).encode(), extra)
                 else:  # throttle
                     error = {
                         "__type": "com.amazonaws.sqs#ThrottlingException",
@@ -105,8 +130,16 @@ class AnsweringProxy:
                     }
                     self._reply(400, SQS_JSON, json.dumps(error).encode())
 
-            def _reply(self, status: int, content_type: str, reply: bytes) -> None:
+            def _reply(
+                self,
+                status: int,
+                content_type: str,
+                reply: bytes,
+                extra: dict[str, str] | None = None,
+            ) -> None:
                 self.send_response(status)
+                for name, value in (extra or {}).items():
+                    self.send_header(name, value)
                 self.send_header("Content-Type", content_type)
                 self.send_header("Content-Length", str(len(reply)))
                 self.send_header("x-amzn-RequestId", "proxy")
@@ -148,6 +181,23 @@ class AnsweringProxy:
                 return None
             self.served[operation] += 1
             return fault
+
+    def _note_signer(self, authorization: str) -> None:
+        """The access key id a call was signed with (SigV4: "Credential=KEY/date/...")."""
+        credential = authorization.partition("Credential=")[2]
+        with self._lock:
+            self.access_key_ids.append(credential.split("/", 1)[0])
+
+    def _replayed(
+        self, operation: str, path: str, headers: dict[str, str], body: bytes
+    ) -> tuple[int, str, bytes]:
+        with self._lock:
+            replay = self._replays.get(operation)
+        if replay is None:
+            replay = self._forward(path, headers, body)
+            with self._lock:
+                replay = self._replays.setdefault(operation, replay)
+        return replay
 
     def _forward(self, path: str, headers: dict[str, str], body: bytes) -> tuple[int, str, bytes]:
         connection = http.client.HTTPConnection(*self._upstream, timeout=60)

@@ -15,6 +15,7 @@ A handler reaches its message through FastStream's context: `annotations`.
 from .broker import SQSBroker
 from .client import (
     SQS_ERRORS,
+    CrtCannotServe,
     OutgoingMessage,
     QueueDepth,
     QueueNotFound,
@@ -22,6 +23,7 @@ from .client import (
     SQSClient,
     SQSConnection,
     SQSRefused,
+    Transport,
     VisibilityChange,
     calls_still_running,
     is_missing_queue,
@@ -61,6 +63,7 @@ __all__ = (
     "NACK",
     "SQS_ERRORS",
     "STORED",
+    "CrtCannotServe",
     "DeadLetterAttributes",
     "Decision",
     "Outage",
@@ -79,6 +82,7 @@ __all__ = (
     "SettleOptions",
     "StoreEffects",
     "TestSQSBroker",
+    "Transport",
     "Undo",
     "Verdict",
     "VisibilityChange",

@@ -285,7 +285,9 @@ class CrtSQS:
                 spent = retries.RETRY_COST
                 await asyncio.sleep(retries.backoff(attempt))
                 continue
-            error_class: Any = self._client.exceptions.from_code(code)
+            # As botocore picks the class for SQS: by the code SQS's older protocol used.
+            named_by = error_answer.get("Error", {}).get("QueryErrorCode") or code
+            error_class: Any = self._client.exceptions.from_code(named_by)
             raise error_class(error_answer, operation)
 
     def _parse_error(
