@@ -80,8 +80,8 @@ class CrtCannotServe(Exception):
 class TlsRefused(Exception):
     """The TLS handshake failed: awscrt's reason, and the CAs it was told to trust."""
 
-    def __init__(self, error: Exception, ca_file: str | None) -> None:
-        super().__init__(f"{error} (trusted CAs: {ca_file or 'the system store'})")
+    def __init__(self, error: AwsCrtError, ca_file: str | None) -> None:
+        super().__init__(f"trusting {ca_file or 'the system CAs'}: {error.name}")
 
 
 @dataclass(frozen=True, slots=True)
