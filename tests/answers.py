@@ -67,15 +67,18 @@ class Fault:
 class AnsweringProxy:
     """`fault(operation, Fault(...))` until `fault(operation, None)`."""
 
-    def __init__(self, upstream: str) -> None:
+    def __init__(self, upstream: str, *, keep_host: bool = False) -> None:
+        """`keep_host`: forward the Host header the client signed (for a server that
+        checks signatures); otherwise the upstream's own."""
         parsed = urlparse(upstream)
+        self._dropped = ("connection",) if keep_host else ("host", "connection")
         self._upstream = (parsed.hostname or "127.0.0.1", parsed.port or 80)
         self._faults: dict[str, Fault] = {}
         self._lock = threading.Lock()
         self.calls: Counter[str] = Counter()
         self.served: Counter[str] = Counter()  # odd answers given, per operation
         self.attempt_ids: list[str | None] = []  # each ReceiveMessage's, in order
-        self.access_key_ids: list[str] = []  # each call's signing key, in order
+        self.signed: list[tuple[str, str]] = []  # (operation, access key id), in order
         self._replays: dict[str, tuple[int, str, bytes]] = {}
         proxy = self
 
@@ -85,7 +88,7 @@ class AnsweringProxy:
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 operation = str(self.headers.get("X-Amz-Target", "")).rsplit(".", 1)[-1]
-                proxy._note_signer(str(self.headers.get("Authorization", "")))
+                proxy._note_signer(operation, str(self.headers.get("Authorization", "")))
                 if operation == "ReceiveMessage":
                     proxy.attempt_ids.append(json.loads(body).get("ReceiveRequestAttemptId"))
                 fault = proxy._fault_for(operation)
@@ -182,11 +185,11 @@ class AnsweringProxy:
             self.served[operation] += 1
             return fault
 
-    def _note_signer(self, authorization: str) -> None:
+    def _note_signer(self, operation: str, authorization: str) -> None:
         """The access key id a call was signed with (SigV4: "Credential=KEY/date/...")."""
         credential = authorization.partition("Credential=")[2]
         with self._lock:
-            self.access_key_ids.append(credential.split("/", 1)[0])
+            self.signed.append((operation, credential.split("/", 1)[0]))
 
     def _replayed(
         self, operation: str, path: str, headers: dict[str, str], body: bytes
@@ -202,7 +205,7 @@ class AnsweringProxy:
     def _forward(self, path: str, headers: dict[str, str], body: bytes) -> tuple[int, str, bytes]:
         connection = http.client.HTTPConnection(*self._upstream, timeout=60)
         try:
-            wanted = {k: v for k, v in headers.items() if k.lower() not in ("host", "connection")}
+            wanted = {k: v for k, v in headers.items() if k.lower() not in self._dropped}
             connection.request("POST", path, body=body, headers=wanted)
             response = connection.getresponse()
             return response.status, response.getheader("Content-Type", ""), response.read()
