@@ -79,6 +79,9 @@ class Sink(ThreadingHTTPServer):
 
     def __init__(self) -> None:
         class Handler(BaseHTTPRequestHandler):
+            # Keep-alive, as a Collector answers: else every export pays a new connection.
+            protocol_version = "HTTP/1.1"
+
             def do_POST(self) -> None:
                 self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 self.send_response(200)
