@@ -79,6 +79,8 @@ class AnsweringProxy:
         self.served: Counter[str] = Counter()  # odd answers given, per operation
         self.attempt_ids: list[str | None] = []  # each ReceiveMessage's, in order
         self.signed: list[tuple[str, str]] = []  # (operation, access key id), in order
+        # As an HTTP proxy (HTTP_PROXY): the request targets and Proxy-Authorization seen.
+        self.targets: list[tuple[str, str | None]] = []
         self._replays: dict[str, tuple[int, str, bytes]] = {}
         proxy = self
 
@@ -89,6 +91,7 @@ class AnsweringProxy:
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 operation = str(self.headers.get("X-Amz-Target", "")).rsplit(".", 1)[-1]
                 proxy._note_signer(operation, str(self.headers.get("Authorization", "")))
+                proxy.targets.append((self.path, self.headers.get("Proxy-Authorization")))
                 if operation == "ReceiveMessage":
                     proxy.attempt_ids.append(json.loads(body).get("ReceiveRequestAttemptId"))
                 fault = proxy._fault_for(operation)
@@ -206,7 +209,9 @@ class AnsweringProxy:
         connection = http.client.HTTPConnection(*self._upstream, timeout=60)
         try:
             wanted = {k: v for k, v in headers.items() if k.lower() not in self._dropped}
-            connection.request("POST", path, body=body, headers=wanted)
+            wanted.pop("Proxy-Authorization", None)
+            # A proxied request names its target in absolute form; the server wants a path.
+            connection.request("POST", urlparse(path).path or "/", body=body, headers=wanted)
             response = connection.getresponse()
             return response.status, response.getheader("Content-Type", ""), response.read()
         finally:

@@ -5,16 +5,22 @@ the same error codes and the same judgement of odd answers, retried alike."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import re
 from collections.abc import Callable, Coroutine, Iterator
 from typing import Any, TypeVar
 
+import boto3
+import botocore
 import pytest
+from botocore.config import Config
 
 from tests.answers import AnsweringProxy, Fault, SQSError
 from tests.sqs import sqs_client
-from worker.faststream_sqs import RawMessage, SQSClient, SQSConnection, Transport
+from tests.support import Env, run_cli
+from worker.faststream_sqs import CrtCannotServe, RawMessage, SQSClient, SQSConnection, Transport
 from worker.faststream_sqs.client import describe_error, error_kind, is_missing_queue
+from worker.faststream_sqs.crt import route_of
 
 pytestmark = pytest.mark.integration
 
@@ -295,3 +301,103 @@ def test_an_odd_answer_is_judged_alike(fauxqs_endpoint: str, operation: str, ans
     else:
         same_judgement(crt, boto)
     assert crt_attempts == boto_attempts == (3 if answer == "html_500" else 1)
+
+
+def test_both_go_through_the_http_proxy_the_environment_names(
+    fauxqs_endpoint: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    queue_url = make_queue(fauxqs_endpoint, "transports-proxy")
+    proxy = AnsweringProxy(fauxqs_endpoint).start()
+    try:
+        monkeypatch.setenv("HTTP_PROXY", proxy.endpoint.replace("://", "://nps:p%40ss@"))
+
+        async def receive(sqs: SQSClient) -> list[RawMessage]:
+            return await sqs.receive(
+                queue_url, max_messages=1, wait_seconds=0, visibility_timeout=0
+            )
+
+        crt = through(fauxqs_endpoint, "crt", receive)
+        crt_targets = list(proxy.targets)
+        boto = through(fauxqs_endpoint, "boto3", receive)
+        boto_targets = proxy.targets[len(crt_targets) :]
+    finally:
+        proxy.stop()
+    assert crt == boto == []
+    credentials = "Basic " + base64.b64encode(b"nps:p@ss").decode()
+    assert crt_targets == [(f"{fauxqs_endpoint}/", credentials)]
+    assert boto_targets[-1:] == crt_targets  # boto3's look-ups came before
+
+
+def boto_client(endpoint: str = "http://127.0.0.1:9", **config: Any) -> Any:
+    return boto3.client(
+        "sqs",
+        endpoint_url=endpoint,
+        region_name="eu-west-1",
+        aws_access_key_id="test",
+        aws_secret_access_key="test",
+        config=Config(retries={"max_attempts": 2, "mode": "standard"}, **config),
+    )
+
+
+def test_the_route_is_the_one_boto3_takes() -> None:
+    route = route_of(boto_client(read_timeout=7, connect_timeout=3))
+    assert (route.host, route.port, route.tls, route.host_header) == (
+        "127.0.0.1",
+        9,
+        False,
+        "127.0.0.1:9",
+    )
+    assert (route.region, route.read_timeout, route.connect_timeout) == ("eu-west-1", 7, 3)
+    assert route.max_attempts == 3  # botocore's max_attempts=2 means two retries
+    secure = route_of(boto_client("https://sqs.eu-west-1.amazonaws.com"), ca_bundle="/ca.pem")
+    assert (secure.tls, secure.port, secure.host_header) == (
+        True,
+        443,
+        "sqs.eu-west-1.amazonaws.com",
+    )
+    assert (secure.ca_file, secure.proxy_url) == ("/ca.pem", None)
+
+
+@pytest.mark.parametrize(
+    ("config", "says"),
+    [
+        ({"signature_version": botocore.UNSIGNED}, "signature version"),
+        ({"proxies": {"http": "https://proxy.example:3128"}}, "not an http:// proxy"),
+        ({"client_cert": "/etc/client.pem"}, "client certificate"),
+        ({"retries": {"mode": "adaptive"}}, "'adaptive' retry mode"),
+    ],
+)
+def test_what_awscrt_cannot_serve_is_named(config: dict[str, Any], says: str) -> None:
+    client = boto3.client(
+        "sqs",
+        endpoint_url="http://127.0.0.1:9",
+        region_name="eu-west-1",
+        aws_access_key_id="test",
+        aws_secret_access_key="test",
+        config=Config(**({"retries": {"mode": "standard"}} | config)),
+    )
+    with pytest.raises(CrtCannotServe, match=says):
+        route_of(client)
+
+
+def test_asked_for_awscrt_it_cannot_serve_the_worker_refuses_in_one_line(
+    worker_env: Env,
+) -> None:
+    env = worker_env.with_(SQS_TRANSPORT="crt", HTTP_PROXY="https://127.0.0.1:9")
+    result = run_cli("run", env=env, timeout=60)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip() == (
+        "nps-worker: SQS_TRANSPORT=crt: awscrt cannot serve this configuration: "
+        "the proxy https://127.0.0.1:9 is not an http:// proxy"
+    )
+
+
+def test_otherwise_it_says_so_once_and_boto3_carries_every_call(
+    worker_env: Env, sqs_endpoint: str
+) -> None:
+    # boto3 takes an https:// proxy; this one leads nowhere, so the command fails after.
+    env = worker_env.with_(HTTP_PROXY="https://127.0.0.1:9")
+    result = run_cli("provision", env=env, timeout=120)
+    fallback = [line for line in result.stderr.splitlines() if "awscrt cannot serve" in line]
+    assert len(fallback) == 1, result.stderr
+    assert "receiving and deleting over boto3" in fallback[0]
