@@ -42,6 +42,8 @@ TICK = os.sysconf("SC_CLK_TCK")
 # The peers' modules in benchmarks/peers, and the PyPI module each needs.
 PEERS = {"asyncfast": "asyncfast", "sqs-workers": "sqs_workers"}
 CONSUMERS = ("prototype", "raw", "raw-crt", "worker", *PEERS)
+# Measured only when named in --consumers: the worker with its hot calls on boto3.
+WORKER_ON_BOTO3 = "worker-boto3"
 # Measured as installed without boto3's `crt` extra (as before it was a dependency here):
 # with awscrt importable, botocore signs with it, which would change these baselines.
 PLAIN_BOTO3 = {"BOTO_DISABLE_CRT": "true"}
@@ -158,8 +160,11 @@ def command(
 ) -> Command:
     """How to start consumer `name` on `queue`."""
     python, concurrency = sys.executable, args.concurrency
-    if name == "worker":
-        return Command([python, "-m", "worker", "run"], worker_env(sqs, sink, queue, concurrency))
+    if name in ("worker", WORKER_ON_BOTO3):
+        env = worker_env(sqs, sink, queue, concurrency)
+        if name == WORKER_ON_BOTO3:
+            env["SQS_TRANSPORT"] = "boto3"
+        return Command([python, "-m", "worker", "run"], env)
     if name == BASELINE:
         other = Path(args.baseline).resolve()
         return Command(
@@ -327,7 +332,12 @@ def verdict(ok: bool) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks")
     parser.add_argument("--sqs", choices=EMULATORS, default="fauxqs")
-    parser.add_argument("--consumers", nargs="+", choices=CONSUMERS, help="default: all")
+    parser.add_argument(
+        "--consumers",
+        nargs="+",
+        choices=(*CONSUMERS, WORKER_ON_BOTO3),
+        help=f"default: all but {WORKER_ON_BOTO3} (the worker with SQS_TRANSPORT=boto3)",
+    )
     parser.add_argument("--rounds", type=int, default=5, help="paired rounds")
     parser.add_argument("--seconds", type=float, default=10.0, help="measured window")
     parser.add_argument("--warmup", type=int, default=1000, help="messages before it")
@@ -409,6 +419,9 @@ def main() -> None:
         print(
             f"| prototype / worker, CPU per message | {median_range(ratio)} | >= 4: {verdict(ok)} |"
         )
+    if WORKER_ON_BOTO3 in results:
+        ratio = [w.cpu_us / b.cpu_us for w, b in zip(worker, results[WORKER_ON_BOTO3], strict=True)]
+        print(f"| worker / {WORKER_ON_BOTO3}, CPU per message | {median_range(ratio)} | |")
     if BASELINE in results:
         ratio = [w.cpu_us / b.cpu_us for w, b in zip(worker, results[BASELINE], strict=True)]
         print(f"| worker / baseline ({args.baseline}), CPU per message | {median_range(ratio)} | |")

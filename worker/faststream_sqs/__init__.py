@@ -1,8 +1,9 @@
 """A consume-only FastStream broker for Amazon SQS.
 
 The only package that imports `faststream._internal` (pinned: see pyproject), boto3
-and awscrt (`crt`, the hot two calls' transport). Everything else in the worker uses the names exported here. It knows nothing
-of the application: attribute names and the logger are passed in.
+and awscrt (`crt`, the hot two calls' transport). Everything else in the worker uses
+the names exported here. It knows nothing of the application: attribute names and the
+logger are passed in.
 
 One batch, forward: `subscriber` polls (`client`) and holds the batch in the
 settlement's `ledger` (`intake`), runs it through FastStream, whole (`batch=True`)

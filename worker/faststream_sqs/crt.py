@@ -165,7 +165,16 @@ def _without_password(url: str) -> str:
 class _Exchange:
     """One request's answer, filled on awscrt's thread; `waiter` completes on the loop's."""
 
-    __slots__ = ("chunks", "connection", "headers", "loop", "status", "timed_out", "waiter")
+    __slots__ = (
+        "chunks",
+        "connection",
+        "headers",
+        "headers_by_name",
+        "loop",
+        "status",
+        "timed_out",
+        "waiter",
+    )
 
     def __init__(self, loop: asyncio.AbstractEventLoop, connection: HttpClientConnection) -> None:
         self.loop = loop
@@ -173,6 +182,7 @@ class _Exchange:
         self.waiter: asyncio.Future[None] = loop.create_future()
         self.status = 0
         self.headers: list[tuple[str, str]] = []
+        self.headers_by_name: dict[str, str] = {}  # lower-cased names, once answered
         self.chunks: list[bytes] = []
         self.timed_out = False
 
@@ -269,7 +279,7 @@ class CrtSQS:
                     await asyncio.sleep(retries.backoff(attempt))
                     continue
                 raise
-            status, headers = exchange.status, exchange.header_map()
+            status, headers = exchange.status, exchange.headers_by_name
             content = b"".join(exchange.chunks)
             if 200 <= status < 300:
                 self._quota.release(spent or retries.NO_RETRY_REFUND)
@@ -331,7 +341,8 @@ class CrtSQS:
             raise ConnectionClosedError(endpoint_url=self.route.endpoint_url) from error
         finally:
             expiry.cancel()
-        if exchange.header_map().get("connection", "").lower() == "close" or self._closed:
+        exchange.headers_by_name = exchange.header_map()
+        if exchange.headers_by_name.get("connection", "").lower() == "close" or self._closed:
             connection.close()
         else:
             self._idle.append(connection)
