@@ -8,6 +8,7 @@ key id each call was signed with."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 import time
@@ -26,6 +27,7 @@ from tests.fleet import Rig, audit, provision, stop, valid_only, wait_until
 from tests.otlp import OTLPReceiver
 from tests.sqs import depth, send_bodies
 from tests.support import Env, nps_worker
+from worker.faststream_sqs import SQSClient, SQSConnection
 
 pytestmark = pytest.mark.integration
 
@@ -118,7 +120,55 @@ def role_keys(endpoint: str, name: str) -> tuple[str, str, str]:
     return granted["AccessKeyId"], granted["SecretAccessKey"], granted["SessionToken"]
 
 
-@pytest.mark.parametrize("transport", ["crt", pytest.param("boto3", marks=pytest.mark.soak)])
+def test_awscrt_signs_its_next_call_with_rotated_keys(
+    moto_endpoint: str,
+    credentials_endpoint: CredentialsEndpoint,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The quick version: one client, in this process, over awscrt alone."""
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_CONTAINER_CREDENTIALS_FULL_URI", credentials_endpoint.url)
+    suffix = f"quick-{time.monotonic_ns()}"
+    queue_url = moto_client("sqs", moto_endpoint).create_queue(QueueName=suffix)["QueueUrl"]
+    admin = admin_keys(moto_endpoint, f"admin-{suffix}")
+    old = role_keys(moto_endpoint, f"old-{suffix}")
+    new = role_keys(moto_endpoint, f"new-{suffix}")
+    credentials_endpoint.keys = old
+    proxy = AnsweringProxy(moto_endpoint, keep_host=True).start()
+
+    async def receive(client: SQSClient) -> None:
+        await client.receive(queue_url, max_messages=1, wait_seconds=0, visibility_timeout=0)
+
+    async def rotate() -> None:
+        client = SQSClient(
+            SQSConnection(endpoint_url=proxy.endpoint, region_name="us-east-1", transport="crt")
+        )
+        try:
+            await receive(client)
+            credentials_endpoint.keys = new
+            await receive(client)
+            moto_client("iam", moto_endpoint, *admin).delete_role_policy(
+                RoleName=f"old-{suffix}", PolicyName="all"
+            )
+            await receive(client)
+        finally:
+            client.close()
+
+    moto.settings.INITIAL_NO_AUTH_ACTION_COUNT = 0  # from here on, signatures checked
+    try:
+        asyncio.run(rotate())
+        with pytest.raises(ClientError) as refused:
+            moto_client("sqs", moto_endpoint, *old).get_queue_url(QueueName=suffix)
+    finally:
+        moto.settings.INITIAL_NO_AUTH_ACTION_COUNT = float("inf")
+        proxy.stop()
+    assert proxy.signed == [("ReceiveMessage", key) for key in (old[0], new[0], new[0])]
+    assert refused.value.response["ResponseMetadata"]["HTTPStatusCode"] == 403
+
+
+@pytest.mark.soak  # a worker end to end, on each transport
+@pytest.mark.parametrize("transport", ["crt", "boto3"])
 def test_rotated_keys_sign_the_next_call_and_the_old_ones_are_refused(
     worker_env: Env,
     moto_endpoint: str,
