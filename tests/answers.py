@@ -32,6 +32,8 @@ Answer = Literal[
     "hang",  # held for `hang_seconds`, then passed to SQS and answered
     "html_500",  # 500 with an HTML error page, instead of SQS
     "throttle",  # 400 ThrottlingException in SQS's JSON, instead of SQS
+    "sqs_error",  # `Fault.error` in SQS's JSON (with its x-amzn-query-error), instead of SQS
+    "replay",  # SQS's first answer to the operation, again: two clients read the same bytes
 ]
 ANSWERS: Final[tuple[Answer, ...]] = (
     "html",
@@ -44,24 +46,42 @@ ANSWERS: Final[tuple[Answer, ...]] = (
 )
 
 
+@dataclass(frozen=True)
+class SQSError:
+    """An error answer as SQS sends one in its JSON protocol."""
+
+    status: int
+    type: str  # `__type`, e.g. "com.amazonaws.sqs#KmsAccessDenied"
+    query_error: str | None = None  # the x-amzn-query-error header: "Code;Sender"
+    message: str = "refused by the test"
+
+
 @dataclass
 class Fault:
     answer: Answer
     every: int = 1  # 2: every other call of the operation
     hang_seconds: float = 15.0
+    error: SQSError | None = None  # for "sqs_error"
 
 
 class AnsweringProxy:
     """`fault(operation, Fault(...))` until `fault(operation, None)`."""
 
-    def __init__(self, upstream: str) -> None:
+    def __init__(self, upstream: str, *, keep_host: bool = False) -> None:
+        """`keep_host`: forward the Host header the client signed (for a server that
+        checks signatures); otherwise the upstream's own."""
         parsed = urlparse(upstream)
+        self._dropped = ("connection",) if keep_host else ("host", "connection")
         self._upstream = (parsed.hostname or "127.0.0.1", parsed.port or 80)
         self._faults: dict[str, Fault] = {}
         self._lock = threading.Lock()
         self.calls: Counter[str] = Counter()
         self.served: Counter[str] = Counter()  # odd answers given, per operation
         self.attempt_ids: list[str | None] = []  # each ReceiveMessage's, in order
+        self.signed: list[tuple[str, str]] = []  # (operation, access key id), in order
+        # As an HTTP proxy (HTTP_PROXY): the request targets and Proxy-Authorization seen.
+        self.targets: list[tuple[str, str | None]] = []
+        self._replays: dict[str, tuple[int, str, bytes]] = {}
         proxy = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -70,6 +90,8 @@ class AnsweringProxy:
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 operation = str(self.headers.get("X-Amz-Target", "")).rsplit(".", 1)[-1]
+                proxy._note_signer(operation, str(self.headers.get("Authorization", "")))
+                proxy.targets.append((self.path, self.headers.get("Proxy-Authorization")))
                 if operation == "ReceiveMessage":
                     proxy.attempt_ids.append(json.loads(body).get("ReceiveRequestAttemptId"))
                 fault = proxy._fault_for(operation)
@@ -98,6 +120,15 @@ class AnsweringProxy:
                         "text/html",
                         b"<html>\n<body>\n<h1>502 Bad Gateway</h1>\n</body>\n</html>\n",
                     )
+                elif answer == "replay":
+                    self._reply(*proxy._replayed(operation, self.path, dict(self.headers), body))
+                elif answer == "sqs_error":
+                    assert fault.error is not None
+                    error = {"__type": fault.error.type, "message": fault.error.message}
+                    extra = {}
+                    if fault.error.query_error:
+                        extra["x-amzn-query-error"] = fault.error.query_error
+                    self._reply(fault.error.status, SQS_JSON, json.dumps(error).encode(), extra)
                 else:  # throttle
                     error = {
                         "__type": "com.amazonaws.sqs#ThrottlingException",
@@ -105,8 +136,16 @@ class AnsweringProxy:
                     }
                     self._reply(400, SQS_JSON, json.dumps(error).encode())
 
-            def _reply(self, status: int, content_type: str, reply: bytes) -> None:
+            def _reply(
+                self,
+                status: int,
+                content_type: str,
+                reply: bytes,
+                extra: dict[str, str] | None = None,
+            ) -> None:
                 self.send_response(status)
+                for name, value in (extra or {}).items():
+                    self.send_header(name, value)
                 self.send_header("Content-Type", content_type)
                 self.send_header("Content-Length", str(len(reply)))
                 self.send_header("x-amzn-RequestId", "proxy")
@@ -118,7 +157,10 @@ class AnsweringProxy:
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        # A short poll: stopping the proxy (every test that uses one) waits for it.
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
 
     @property
     def endpoint(self) -> str:
@@ -149,11 +191,30 @@ class AnsweringProxy:
             self.served[operation] += 1
             return fault
 
+    def _note_signer(self, operation: str, authorization: str) -> None:
+        """The access key id a call was signed with (SigV4: "Credential=KEY/date/...")."""
+        credential = authorization.partition("Credential=")[2]
+        with self._lock:
+            self.signed.append((operation, credential.split("/", 1)[0]))
+
+    def _replayed(
+        self, operation: str, path: str, headers: dict[str, str], body: bytes
+    ) -> tuple[int, str, bytes]:
+        with self._lock:
+            replay = self._replays.get(operation)
+        if replay is None:
+            replay = self._forward(path, headers, body)
+            with self._lock:
+                replay = self._replays.setdefault(operation, replay)
+        return replay
+
     def _forward(self, path: str, headers: dict[str, str], body: bytes) -> tuple[int, str, bytes]:
         connection = http.client.HTTPConnection(*self._upstream, timeout=60)
         try:
-            wanted = {k: v for k, v in headers.items() if k.lower() not in ("host", "connection")}
-            connection.request("POST", path, body=body, headers=wanted)
+            wanted = {k: v for k, v in headers.items() if k.lower() not in self._dropped}
+            wanted.pop("Proxy-Authorization", None)
+            # A proxied request names its target in absolute form; the server wants a path.
+            connection.request("POST", urlparse(path).path or "/", body=body, headers=wanted)
             response = connection.getresponse()
             return response.status, response.getheader("Content-Type", ""), response.read()
         finally:

@@ -16,6 +16,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -48,12 +49,29 @@ def provision(env: dict[str, str]) -> tuple[str, str]:
 def stop(
     process: subprocess.Popen[str], timeout: float, signum: int = signal.SIGTERM
 ) -> tuple[int, float, str]:
+    # Python handles no signal before it runs: a worker started a moment ago (the queue
+    # it was to drain already empty) would die of the signal instead of stopping.
+    if signum != signal.SIGKILL:
+        handled = lambda: process.poll() is not None or handles(process.pid, signum)  # noqa: E731
+        wait_until(handled, 30, "the worker's signal handler")
     started = time.monotonic()
     process.send_signal(signum)
     _, stderr = process.communicate(timeout=timeout)
     # pytest shows a test's captured output only when it fails: the worker's log then.
     print(f"worker {process.pid} exited {process.returncode}; its stderr:\n{stderr}")
     return process.returncode, time.monotonic() - started, stderr
+
+
+def handles(pid: int, signum: int) -> bool:
+    """Whether process `pid` has a handler for `signum` (its SigCgt mask, from /proc)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    for line in status.splitlines():
+        if line.startswith("SigCgt:"):
+            return bool(int(line.split()[1], 16) >> (signum - 1) & 1)
+    return False
 
 
 @dataclass

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
+import ssl
 import threading
 from collections.abc import Callable
 
@@ -20,8 +21,10 @@ class FaultyProxy:
     """Forwards 127.0.0.1:<port> to `upstream_port`; `down`, `delay`, `lose_replies_to`,
     `stale_receipts_in`."""
 
-    def __init__(self, upstream_port: int) -> None:
+    def __init__(self, upstream_port: int, *, tls: ssl.SSLContext | None = None) -> None:
+        """With `tls`, clients reach it over TLS (it terminates TLS: a TLS endpoint)."""
         self._upstream_port = upstream_port
+        self._tls = tls
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._server: asyncio.Server | None = None
@@ -37,12 +40,12 @@ class FaultyProxy:
 
     @property
     def endpoint(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self._tls else 'http'}://127.0.0.1:{self.port}"
 
     def start(self) -> FaultyProxy:
         self._thread.start()
         self._server = asyncio.run_coroutine_threadsafe(
-            asyncio.start_server(self._accept, "127.0.0.1", 0), self._loop
+            asyncio.start_server(self._accept, "127.0.0.1", 0, ssl=self._tls), self._loop
         ).result()
         self.port = int(self._server.sockets[0].getsockname()[1])
         return self

@@ -10,20 +10,12 @@ import pytest
 from botocore.awsrequest import AWSResponse, HTTPHeaders
 from botocore.exceptions import ClientError
 
-from worker.faststream_sqs.client import (
-    OutgoingMessage,
-    RawMessage,
-    SQSAnswerNotUnderstood,
-    _judge_answer,
-    _per_entry,
-    _received,
-    attribute_size,
-    describe_error,
-    error_kind,
-)
+from worker.faststream_sqs.client import _judge_answer, describe_error, error_kind
 from worker.faststream_sqs.dead_letters import DeadLetterAttributes
+from worker.faststream_sqs.judging import SQSAnswerNotUnderstood, per_entry, received
 from worker.faststream_sqs.ledger import rejection
 from worker.faststream_sqs.outage import Outage
+from worker.faststream_sqs.records import OutgoingMessage, RawMessage, attribute_size
 
 
 class Operation:
@@ -77,8 +69,8 @@ def test_errors_are_left_to_botocore() -> None:
 
 def test_every_entry_of_a_batch_must_be_accounted_for_once() -> None:
     both = {"Successful": [{"Id": "0"}], "Failed": [{"Id": "1", "Code": "ReceiptHandleIsInvalid"}]}
-    assert _per_entry("DeleteMessageBatch", 2, both) == [None, "ReceiptHandleIsInvalid"]
-    assert _per_entry("DeleteMessageBatch", 1, {"Successful": [{"Id": "0"}]}) == [None]
+    assert per_entry("DeleteMessageBatch", 2, both) == [None, "ReceiptHandleIsInvalid"]
+    assert per_entry("DeleteMessageBatch", 1, {"Successful": [{"Id": "0"}]}) == [None]
     odd_answers: list[tuple[dict[str, Any], str]] = [
         ({}, "for 0 of 2 entries"),
         ({"Successful": [{"Id": "0"}]}, "for 1 of 2 entries"),
@@ -87,27 +79,27 @@ def test_every_entry_of_a_batch_must_be_accounted_for_once() -> None:
     ]
     for odd, says in odd_answers:
         with pytest.raises(SQSAnswerNotUnderstood, match=says):
-            _per_entry("DeleteMessageBatch", 2, odd)
+            per_entry("DeleteMessageBatch", 2, odd)
 
 
 def test_a_sent_copy_whose_md5_is_not_its_bodys_is_not_stored() -> None:
     sent = [OutgoingMessage("body")]
     good = hashlib.md5(b"body").hexdigest()
     ok = {"Successful": [{"Id": "0", "MessageId": "m", "MD5OfMessageBody": good}]}
-    assert _per_entry("SendMessageBatch", 1, ok, sent=sent) == [None]
+    assert per_entry("SendMessageBatch", 1, ok, sent=sent) == [None]
     bad = {"Successful": [{"Id": "0", "MessageId": "m", "MD5OfMessageBody": "0" * 32}]}
     with pytest.raises(SQSAnswerNotUnderstood, match="MD5"):
-        _per_entry("SendMessageBatch", 1, bad, sent=sent)
+        per_entry("SendMessageBatch", 1, bad, sent=sent)
 
 
 def test_a_received_message_must_carry_its_id_receipt_and_body_unaltered() -> None:
     md5 = hashlib.md5("héllo".encode()).hexdigest()
     whole = {"MessageId": "m", "ReceiptHandle": "r", "Body": "héllo", "MD5OfBody": md5}
-    assert _received("q", whole).body == "héllo"
+    assert received("q", whole).body == "héllo"
     with pytest.raises(SQSAnswerNotUnderstood, match="MD5"):
-        _received("q", whole | {"Body": "héll"})
+        received("q", whole | {"Body": "héll"})
     with pytest.raises(SQSAnswerNotUnderstood, match="receipt handle"):
-        _received("q", {"MessageId": "m", "Body": "x"})
+        received("q", {"MessageId": "m", "Body": "x"})
 
 
 def client_error(status: int, content_type: str, body: dict[str, Any]) -> ClientError:

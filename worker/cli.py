@@ -12,7 +12,13 @@ from collections.abc import Sequence
 
 from . import __version__, dlq, stats
 from .app import StartupError, run_worker
-from .faststream_sqs import SQS_ERRORS, QueueNotFound, SQSRefused, calls_still_running
+from .faststream_sqs import (
+    SQS_ERRORS,
+    CrtCannotServe,
+    QueueNotFound,
+    SQSRefused,
+    calls_still_running,
+)
 from .health import HealthPortUnavailable
 from .logs import configure_logging
 from .queues import QueueMisconfigured, provision, resolve
@@ -192,6 +198,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             asyncio.run(_dlq(settings, args))
     except (ConfigurationError, StartupError, HealthPortUnavailable, QueueMisconfigured) as error:
         return _fail(str(error))
+    except CrtCannotServe as error:
+        return _fail(f"SQS_TRANSPORT=crt: awscrt cannot serve this configuration: {error}")
     except QueueNotFound as error:
         return _fail(f"queue {error.queue!r} does not exist; create it with `nps-worker provision`")
     except (*SQS_ERRORS, SQSRefused) as error:

@@ -36,6 +36,7 @@ from .faststream_sqs import (
     MAX_BATCH_ENTRIES,
     MAX_VISIBILITY_TIMEOUT,
     MAX_WAIT_SECONDS,
+    Transport,
     is_fifo,
     long_poll_fits,
 )
@@ -93,6 +94,9 @@ class Settings(BaseSettings):
     max_messages_per_batch: Annotated[int, Field(ge=1, le=MAX_BATCH_ENTRIES)] = MAX_BATCH_ENTRIES
     sqs_wait_time_seconds: Annotated[int, Field(ge=0, le=MAX_WAIT_SECONDS)] = DEFAULT_WAIT_SECONDS
     sqs_read_timeout: Annotated[int, Field(ge=1, le=300)] = DEFAULT_READ_TIMEOUT
+    # What ReceiveMessage and DeleteMessageBatch travel over: awscrt when it can serve
+    # boto3's configuration (auto), awscrt or a refusal at start (crt), boto3 (boto3).
+    sqs_transport: Transport = "auto"
     worker_concurrency: Annotated[int, Field(ge=1, le=64)] = DEFAULT_CONCURRENCY
     max_event_types: Annotated[int, Field(ge=1, le=MAX_EVENT_TYPES_LIMIT)] = 100
     health_port: Annotated[int, Field(ge=0, le=65_535)] = 8080

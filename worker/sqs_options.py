@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from . import __version__
 from .dead_letter_names import DEAD_LETTER_ATTRIBUTES
 from .faststream_sqs import SettleOptions, SQSBroker, SQSClient, SQSConnection
 from .settings import Settings
@@ -24,12 +25,14 @@ def connection(
         region_name=settings.aws_region,
         credentials=credentials,
         read_timeout=settings.sqs_read_timeout,
+        transport=settings.sqs_transport,
+        user_agent=f"nps-worker/{__version__}",
     )
 
 
 def make_client(settings: Settings, **overrides: Any) -> SQSClient:
     """A client for the commands (provision, produce, dlq); the broker makes its own."""
-    return SQSClient(connection(settings, **overrides))
+    return SQSClient(connection(settings, **overrides), log=logging.getLogger("worker.sqs"))
 
 
 def make_broker(settings: Settings, metrics: Metrics, sqs: SQSConnection) -> SQSBroker:

@@ -1,8 +1,9 @@
 """A consume-only FastStream broker for Amazon SQS.
 
-The only package that imports `faststream._internal` (pinned: see pyproject) and
-boto3. Everything else in the worker uses the names exported here. It knows nothing
-of the application: attribute names and the logger are passed in.
+The only package that imports `faststream._internal` (pinned: see pyproject), boto3
+and awscrt (`crt`, the hot two calls' transport). Everything else in the worker uses
+the names exported here. It knows nothing of the application: attribute names and the
+logger are passed in.
 
 One batch, forward: `subscriber` polls (`client`) and holds the batch in the
 settlement's `ledger` (`intake`), runs it through FastStream, whole (`batch=True`)
@@ -15,6 +16,7 @@ A handler reaches its message through FastStream's context: `annotations`.
 from .broker import SQSBroker
 from .client import (
     SQS_ERRORS,
+    CrtCannotServe,
     OutgoingMessage,
     QueueDepth,
     QueueNotFound,
@@ -22,6 +24,7 @@ from .client import (
     SQSClient,
     SQSConnection,
     SQSRefused,
+    Transport,
     VisibilityChange,
     calls_still_running,
     is_missing_queue,
@@ -61,6 +64,7 @@ __all__ = (
     "NACK",
     "SQS_ERRORS",
     "STORED",
+    "CrtCannotServe",
     "DeadLetterAttributes",
     "Decision",
     "Outage",
@@ -79,6 +83,7 @@ __all__ = (
     "SettleOptions",
     "StoreEffects",
     "TestSQSBroker",
+    "Transport",
     "Undo",
     "Verdict",
     "VisibilityChange",

@@ -236,7 +236,9 @@ class SQSBroker(SQSRegistrator, BrokerUsecase[AnyDelivery, SQSClient, SQSBrokerC
                 f"{connection.read_timeout} s read timeout"
             )
         pollers = sum(s.concurrency for s in self.sqs_subscribers)
-        client = SQSClient(connection, lanes=Lanes.for_pollers(pollers))
+        client = SQSClient(
+            connection, lanes=Lanes.for_pollers(pollers), log=self.config.broker_config.log
+        )
         self.config.broker_config.connect(client)
         return client
 

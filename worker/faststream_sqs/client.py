@@ -1,41 +1,76 @@
-"""The one module that talks to boto3, and judges every answer SQS gives.
+"""The SQS client the adapter uses: boto3 for every call, awscrt for the hot two.
 
-boto3 is synchronous, so every call runs on a thread of its lane (never the event
+ReceiveMessage and DeleteMessageBatch, the calls made per received batch, go over
+awscrt (`crt`) when it can serve boto3's configuration, and over boto3 otherwise or
+when asked (`SQSConnection.transport`); every other call goes over boto3. Both judge
+an answer by the same rules (`judging`) and raise the same exceptions.
+
+boto3 is synchronous, so its calls run on a thread of their lane (never the event
 loop, never the loop's default executor): receives, deletes, visibility extensions,
 hand-backs, dead-letter copies and look-ups each have threads of their own, so a call
-that hangs holds up only its own kind, and every call has a deadline.
-
-An answer counts only when it is one: a 2xx whose body is SQS's JSON (a proxy's
-login page, an empty body or a truncated one is not, though botocore would parse
-each into an empty result), and for a batch call every entry sent accounted for, by
-id, as succeeded or failed. Anything else raises `SQSAnswerNotUnderstood`, a failure
-of the whole call, which callers treat as they treat an outage.
+that hangs holds up only its own kind. awscrt's calls need no thread: a lane is then a
+bound on how many run at once. Every call has a deadline.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
+import logging
 import threading
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar
 
 import boto3
+import botocore
+import botocore.session
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
+from .crt import CrtCannotServe, CrtSQS, operation_name, route_of
+from .judging import (
+    SQS_CONTENT_TYPE,
+    SQSAnswerNotUnderstood,
+    SQSCallTimedOut,
+    field,
+    judge,
+    listed,
+    media_type,
+    per_entry,
+    received,
+)
 from .limits import DEFAULT_READ_TIMEOUT, MAX_BATCH_BYTES, MAX_BATCH_ENTRIES
+from .records import (
+    AttributeValue,
+    OutgoingMessage,
+    QueueDepth,
+    RawMessage,
+    VisibilityChange,
+    attribute_size,
+    sqs_attribute,
+)
 
 if TYPE_CHECKING:
     from botocore.awsrequest import AWSResponse
     from botocore.model import OperationModel
     from mypy_boto3_sqs.client import SQSClient as Boto3SQSClient
     from mypy_boto3_sqs.literals import MessageSystemAttributeNameType
+
+__all__ = (
+    "SQS_CONTENT_TYPE",
+    "AttributeValue",
+    "CrtCannotServe",
+    "OutgoingMessage",
+    "QueueDepth",
+    "RawMessage",
+    "SQSAnswerNotUnderstood",
+    "SQSCallTimedOut",
+    "VisibilityChange",
+    "attribute_size",
+)
 
 T = TypeVar("T")
 
@@ -45,11 +80,14 @@ RECEIVED_ATTRIBUTES: Final[list[MessageSystemAttributeNameType]] = [
     "SentTimestamp",
     "MessageGroupId",
 ]
-# SQS's JSON protocol; some emulators add "; charset=utf-8".
-SQS_CONTENT_TYPE: Final = "application/x-amz-json-1.0"
 CONNECT_TIMEOUT_SECONDS: Final = 5
 # A receive may wait its long poll, then this long for the answer, before it is given up.
 RECEIVE_GRACE_SECONDS: Final = 10
+
+# How the hot two calls travel: awscrt when it can serve the configuration ("auto"),
+# awscrt or nothing ("crt"), boto3 always ("boto3").
+Transport = Literal["auto", "crt", "boto3"]
+TRANSPORTS: Final[tuple[Transport, ...]] = ("auto", "crt", "boto3")
 
 _MISSING_QUEUE_CODES: Final = frozenset(
     {"AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist"}
@@ -87,15 +125,6 @@ class Lanes:
         }
 
 
-class SQSAnswerNotUnderstood(Exception):
-    """SQS (or something in front of it) answered, but not with an answer we can trust:
-    the call's outcome is unknown. The message is one line, never the answer's body."""
-
-
-class SQSCallTimedOut(Exception):
-    """No answer within the call's deadline; its outcome is unknown."""
-
-
 class SQSRefused(Exception):
     """SQS answered, but refused some entries of a batch; the message says which step."""
 
@@ -112,7 +141,7 @@ def describe_error(error: BaseException) -> str:
     if isinstance(error, ClientError):
         metadata = error.response.get("ResponseMetadata", {})
         status = metadata.get("HTTPStatusCode")
-        content_type = _content_type(metadata.get("HTTPHeaders", {}))
+        content_type = media_type(str(metadata.get("HTTPHeaders", {}).get("content-type", "")))
         if content_type != SQS_CONTENT_TYPE:
             return f"HTTP {status} with a {content_type or 'typeless'} body"
         details = error.response.get("Error", {})
@@ -128,7 +157,8 @@ def error_kind(error: BaseException) -> str:
     the exception's type."""
     if isinstance(error, ClientError):
         metadata = error.response.get("ResponseMetadata", {})
-        if _content_type(metadata.get("HTTPHeaders", {})) != SQS_CONTENT_TYPE:
+        content_type = str(metadata.get("HTTPHeaders", {}).get("content-type", ""))
+        if media_type(content_type) != SQS_CONTENT_TYPE:
             return f"HTTP {metadata.get('HTTPStatusCode')}"
         return str(error.response.get("Error", {}).get("Code", "error"))
     return type(error).__name__
@@ -143,10 +173,6 @@ def is_missing_queue(error: Exception) -> bool:
 def _one_line(text: str) -> str:
     first = text.strip().splitlines()[0] if text.strip() else ""
     return first if len(first) <= _ERROR_TEXT_CHARS else first[: _ERROR_TEXT_CHARS - 1] + "…"
-
-
-def _content_type(headers: Mapping[str, str]) -> str:
-    return str(headers.get("content-type", "")).split(";")[0].strip().lower()
 
 
 class _RunningCalls:
@@ -180,88 +206,6 @@ def calls_still_running() -> int:
     return _running_calls.count
 
 
-# A message attribute as SQS takes and gives it: {"DataType": ..., "StringValue": ...}
-# or {"DataType": "Binary", "BinaryValue": bytes}. A plain str is a String attribute.
-AttributeValue = str | Mapping[str, Any]
-
-
-def attribute_size(name: str, value: AttributeValue) -> int:
-    """Bytes SQS counts for one attribute against a message's size: name, type, value."""
-    if isinstance(value, str):
-        return len(name.encode()) + len("String") + len(value.encode())
-    payload = value.get("StringValue")
-    data = payload.encode() if isinstance(payload, str) else value.get("BinaryValue") or b""
-    return len(name.encode()) + len(str(value.get("DataType", "")).encode()) + len(data)
-
-
-def _sqs_attribute(value: AttributeValue) -> Mapping[str, Any]:
-    return {"DataType": "String", "StringValue": value} if isinstance(value, str) else value
-
-
-@dataclass(frozen=True, slots=True)
-class RawMessage:
-    """One received SQS message, as SQS sent it."""
-
-    queue_url: str
-    message_id: str
-    receipt_handle: str
-    body: str
-    attributes: Mapping[str, str] = field(default_factory=dict)
-    message_attributes: Mapping[str, Any] = field(default_factory=dict)
-
-    @property
-    def receive_count(self) -> int:
-        return int(self.attributes.get("ApproximateReceiveCount", "1"))
-
-    @property
-    def sent_at(self) -> datetime | None:
-        stamp = self.attributes.get("SentTimestamp")
-        return datetime.fromtimestamp(int(stamp) / 1000, UTC) if stamp else None
-
-    @property
-    def group_id(self) -> str | None:
-        """Set on FIFO queues, and on standard queues whose producers use fair queuing."""
-        return self.attributes.get("MessageGroupId")
-
-    def attribute(self, name: str) -> str | None:
-        """A string message attribute's value; None when absent or not a string."""
-        value = self.message_attributes.get(name)
-        text = value.get("StringValue") if isinstance(value, Mapping) else None
-        return text if isinstance(text, str) else None
-
-
-@dataclass(frozen=True, slots=True)
-class OutgoingMessage:
-    body: str
-    attributes: Mapping[str, AttributeValue] = field(default_factory=dict)
-    # Required by FIFO queues; on a standard queue, a fair queue's tenant.
-    group_id: str | None = None
-    # FIFO queues only: SQS drops a message whose id it saw in the last 5 minutes.
-    deduplication_id: str | None = None
-
-    @property
-    def size(self) -> int:
-        """Bytes SQS counts against its limits: body, attribute names, types and values."""
-        return len(self.body.encode()) + sum(
-            attribute_size(name, value) for name, value in self.attributes.items()
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class QueueDepth:
-    """SQS's approximate message counts for one queue."""
-
-    visible: int
-    in_flight: int
-    delayed: int
-
-
-@dataclass(frozen=True, slots=True)
-class VisibilityChange:
-    receipt_handle: str
-    timeout: int
-
-
 @dataclass(frozen=True, slots=True)
 class SQSConnection:
     """Where and how to reach SQS; None leaves it to boto3 (its environment and files)."""
@@ -270,22 +214,41 @@ class SQSConnection:
     region_name: str | None = None
     credentials: Mapping[str, str] | None = None
     read_timeout: float = DEFAULT_READ_TIMEOUT
+    transport: Transport = "auto"
+    # Sent as the User-Agent, before the SDKs' names and versions: fixed, so that
+    # botocore does not rebuild it, sanitized character by character, on every call.
+    user_agent: str = "faststream-sqs"
 
 
 class SQSClient:
-    """Async facade over one boto3 SQS client and the threads of its lanes."""
+    """Async facade over one boto3 SQS client, its lanes, and (for the hot two calls)
+    awscrt."""
 
-    def __init__(self, connection: SQSConnection, *, lanes: Lanes | None = None) -> None:
+    def __init__(
+        self,
+        connection: SQSConnection,
+        *,
+        lanes: Lanes | None = None,
+        log: logging.Logger | None = None,
+    ) -> None:
         sizes = (lanes or Lanes()).sizes()
+        user_agent = (
+            f"{connection.user_agent} Boto3/{boto3.__version__} botocore/{botocore.__version__}"
+        )
         config = Config(
             max_pool_connections=sum(sizes.values()),
             read_timeout=connection.read_timeout,
             connect_timeout=CONNECT_TIMEOUT_SECONDS,
             # The loops own backoff; botocore's own retries would hide outages.
             retries={"max_attempts": 2, "mode": "standard"},
+            user_agent=user_agent,
+            # The adapter builds every request itself, always well formed.
+            parameter_validation=False,
         )
         credentials = connection.credentials or {}
+        core = botocore.session.Session()
         session = boto3.session.Session(
+            botocore_session=core,
             region_name=connection.region_name,
             aws_access_key_id=credentials.get("aws_access_key_id"),
             aws_secret_access_key=credentials.get("aws_secret_access_key"),
@@ -298,8 +261,16 @@ class SQSClient:
             lane: ThreadPoolExecutor(max_workers=size, thread_name_prefix=f"sqs-{lane}")
             for lane, size in sizes.items()
         }
+        # awscrt's calls run on no thread of ours: a lane bounds how many run at once.
+        self._slots = {lane: asyncio.Semaphore(size) for lane, size in sizes.items()}
         # A call that reached SQS answers within one read timeout (and a connect).
         self._deadline = connection.read_timeout + CONNECT_TIMEOUT_SECONDS
+        self._crt = _crt_transport(connection.transport, self._boto, core, user_agent, log)
+
+    @property
+    def transport(self) -> Literal["crt", "boto3"]:
+        """What ReceiveMessage and DeleteMessageBatch travel over."""
+        return "boto3" if self._crt is None else "crt"
 
     @property
     def endpoint_url(self) -> str:
@@ -322,9 +293,35 @@ class SQSClient:
                 f"{getattr(func, '__name__', 'call')} did not answer within {limit:.0f} s"
             ) from None
 
+    async def _hot(
+        self,
+        lane: Lane,
+        operation: str,
+        method: Callable[..., Any],
+        params: dict[str, Any],
+        *,
+        deadline: float | None = None,
+    ) -> Mapping[str, Any]:
+        """One of the hot two calls: over awscrt when it serves, else over boto3."""
+        if self._crt is None:
+            return await self._call(lane, method, deadline=deadline, **params)
+        limit = self._deadline if deadline is None else deadline
+        timeout = asyncio.timeout(limit)
+        try:
+            async with timeout, self._slots[lane]:
+                return await self._crt.call(operation, params)
+        except TimeoutError:
+            if not timeout.expired():
+                raise
+            raise SQSCallTimedOut(
+                f"{operation_name(operation)} did not answer within {limit:.0f} s"
+            ) from None
+
     def close(self) -> None:
         for pool in self._lanes.values():
             pool.shutdown(wait=False, cancel_futures=True)
+        if self._crt is not None:
+            self._crt.close()
         self._boto.close()
 
     # Queues
@@ -339,13 +336,13 @@ class SQSClient:
             if is_missing_queue(error):
                 raise QueueNotFound(queue) from None
             raise
-        return _field(response, "QueueUrl", "GetQueueUrl")
+        return field(response, "QueueUrl", "GetQueueUrl")
 
     async def create_queue(self, name: str, attributes: Mapping[str, str]) -> str:
         response = await self._call(
             "admin", self._boto.create_queue, QueueName=name, Attributes=dict(attributes)
         )
-        return _field(response, "QueueUrl", "CreateQueue")
+        return field(response, "QueueUrl", "CreateQueue")
 
     async def set_queue_attributes(self, queue_url: str, attributes: Mapping[str, str]) -> None:
         await self._call(
@@ -376,7 +373,7 @@ class SQSClient:
 
     async def queue_arn(self, queue_url: str) -> str:
         attributes = await self.queue_attributes(queue_url, ["QueueArn"])
-        return _field(attributes, "QueueArn", "GetQueueAttributes")
+        return field(attributes, "QueueArn", "GetQueueAttributes")
 
     async def depth(self, queue_url: str) -> int:
         """Messages visible plus in flight: what is still to do."""
@@ -412,20 +409,24 @@ class SQSClient:
         """`attempt_id` (FIFO queues): a receive retried with the same id, within 5 minutes
         of the first, gets the messages the first one took, which would otherwise block
         their groups until their visibility timeout."""
-        extra = {} if attempt_id is None else {"ReceiveRequestAttemptId": attempt_id}
-        response = await self._call(
+        params: dict[str, Any] = {
+            "QueueUrl": queue_url,
+            "MaxNumberOfMessages": max_messages,
+            "WaitTimeSeconds": wait_seconds,
+            "VisibilityTimeout": visibility_timeout,
+            "MessageSystemAttributeNames": RECEIVED_ATTRIBUTES,
+            "MessageAttributeNames": ["All"],
+        }
+        if attempt_id is not None:
+            params["ReceiveRequestAttemptId"] = attempt_id
+        response = await self._hot(
             "receive",
+            "ReceiveMessage",
             self._boto.receive_message,
+            params,
             deadline=wait_seconds + RECEIVE_GRACE_SECONDS,
-            QueueUrl=queue_url,
-            MaxNumberOfMessages=max_messages,
-            WaitTimeSeconds=wait_seconds,
-            VisibilityTimeout=visibility_timeout,
-            MessageSystemAttributeNames=RECEIVED_ATTRIBUTES,
-            MessageAttributeNames=["All"],
-            **extra,
         )
-        return [_received(queue_url, m) for m in _list(response, "Messages", "ReceiveMessage")]
+        return [received(queue_url, m) for m in listed(response, "Messages", "ReceiveMessage")]
 
     async def delete(
         self, queue_url: str, receipt_handles: Sequence[str], *, lane: Lane = "delete"
@@ -435,10 +436,13 @@ class SQSClient:
 
         async def batch(chunk: Sequence[str]) -> list[str]:
             entries = [{"Id": str(i), "ReceiptHandle": h} for i, h in enumerate(chunk)]
-            response = await self._call(
-                lane, self._boto.delete_message_batch, QueueUrl=queue_url, Entries=entries
+            response = await self._hot(
+                lane,
+                "DeleteMessageBatch",
+                self._boto.delete_message_batch,
+                {"QueueUrl": queue_url, "Entries": entries},
             )
-            outcomes = _per_entry("DeleteMessageBatch", len(chunk), response)
+            outcomes = per_entry("DeleteMessageBatch", len(chunk), response)
             return [chunk[i] for i, failure in enumerate(outcomes) if failure is not None]
 
         return await _each_chunk(batch, receipt_handles)
@@ -460,7 +464,7 @@ class SQSClient:
                 QueueUrl=queue_url,
                 Entries=entries,
             )
-            outcomes = _per_entry("ChangeMessageVisibilityBatch", len(chunk), response)
+            outcomes = per_entry("ChangeMessageVisibilityBatch", len(chunk), response)
             return [chunk[i].receipt_handle for i, f in enumerate(outcomes) if f is not None]
 
         return await _each_chunk(batch, changes)
@@ -478,7 +482,7 @@ class SQSClient:
                 response = await self._call(
                     lane, self._boto.send_message_batch, QueueUrl=queue_url, Entries=entries
                 )
-                return _per_entry("SendMessageBatch", len(chunk), response, sent=chunk)
+                return per_entry("SendMessageBatch", len(chunk), response, sent=chunk)
             except SQS_ERRORS as error:
                 if isinstance(error, ClientError) and is_missing_queue(error):
                     raise
@@ -497,7 +501,7 @@ def _entry(entry_id: str, message: OutgoingMessage) -> dict[str, Any]:
     entry: dict[str, Any] = {
         "Id": entry_id,
         "MessageBody": message.body,
-        "MessageAttributes": {k: _sqs_attribute(v) for k, v in message.attributes.items()},
+        "MessageAttributes": {k: sqs_attribute(v) for k, v in message.attributes.items()},
     }
     if message.group_id is not None:
         entry["MessageGroupId"] = message.group_id
@@ -511,98 +515,33 @@ def _judge_answer(
 ) -> None:
     """botocore's `after-call` hook: a 2xx counts only with SQS's JSON object as its body."""
     status = http_response.status_code
-    if not 200 <= status < 300:
-        return  # botocore raises ClientError for it next
-    content_type = _content_type(http_response.headers)
-    if content_type != SQS_CONTENT_TYPE:
-        raise SQSAnswerNotUnderstood(
-            f"{model.name}: HTTP {status} with a {content_type or 'typeless'} body, not SQS's JSON"
-        )
+    if 200 <= status < 300:  # otherwise botocore raises ClientError next
+        content_type = str(http_response.headers.get("content-type", ""))
+        judge(model.name, status, content_type, http_response.content)
+
+
+def _crt_transport(
+    transport: Transport,
+    client: Any,
+    session: botocore.session.Session,
+    user_agent: str,
+    log: logging.Logger | None,
+) -> CrtSQS | None:
+    """awscrt for the hot two calls, unless asked for boto3 or unable: then boto3, said
+    once (or, when awscrt was asked for, `CrtCannotServe`)."""
+    if transport == "boto3":
+        return None
     try:
-        body = json.loads(http_response.content)
-    except ValueError:
-        body = None
-    if not isinstance(body, dict):
-        raise SQSAnswerNotUnderstood(
-            f"{model.name}: HTTP {status} with a body that is not a JSON object "
-            f"({len(http_response.content)} bytes)"
+        route = route_of(client, ca_bundle=session.get_config_variable("ca_bundle"))
+    except CrtCannotServe as error:
+        if transport == "crt":
+            raise
+        (log or logging.getLogger(__name__)).warning(
+            "receiving and deleting over boto3: awscrt cannot serve this configuration (%s)",
+            error,
         )
-
-
-def _field(response: Mapping[str, Any], name: str, operation: str) -> str:
-    value = response.get(name)
-    if not isinstance(value, str) or not value:
-        raise SQSAnswerNotUnderstood(f"{operation} answered without {name}")
-    return value
-
-
-def _list(response: Mapping[str, Any], name: str, operation: str) -> list[Any]:
-    value = response.get(name, [])
-    if not isinstance(value, list):
-        raise SQSAnswerNotUnderstood(f"{operation} answered {name} that is not a list")
-    return value
-
-
-def _md5(text: str) -> str:
-    return hashlib.md5(text.encode(), usedforsecurity=False).hexdigest()
-
-
-def _received(queue_url: str, message: Any) -> RawMessage:
-    """A message as SQS sent it; its body checked against SQS's MD5 of it."""
-    if not isinstance(message, Mapping):
-        raise SQSAnswerNotUnderstood("ReceiveMessage answered a message that is not an object")
-    message_id, receipt, body = (message.get(k) for k in ("MessageId", "ReceiptHandle", "Body"))
-    if not (isinstance(message_id, str) and isinstance(receipt, str) and isinstance(body, str)):
-        raise SQSAnswerNotUnderstood(
-            "ReceiveMessage answered a message without its id, receipt handle or body"
-        )
-    digest = message.get("MD5OfBody")
-    if digest is not None and digest != _md5(body):
-        raise SQSAnswerNotUnderstood(
-            f"ReceiveMessage answered message {message_id} with a body whose MD5 is not SQS's"
-        )
-    return RawMessage(
-        queue_url=queue_url,
-        message_id=message_id,
-        receipt_handle=receipt,
-        body=body,
-        attributes={str(k): str(v) for k, v in message.get("Attributes", {}).items()},
-        message_attributes=message.get("MessageAttributes", {}),
-    )
-
-
-def _per_entry(
-    operation: str,
-    entries: int,
-    response: Mapping[str, Any],
-    *,
-    sent: Sequence[OutgoingMessage] = (),
-) -> list[str | None]:
-    """Per entry (ids "0".."n-1"), in order: None if it succeeded, else SQS's code. An
-    answer that does not account for every entry exactly once is not understood."""
-    outcomes: dict[str, str | None] = {}
-    for entry in _list(response, "Successful", operation):
-        entry_id = entry.get("Id") if isinstance(entry, Mapping) else None
-        if sent and isinstance(entry_id, str) and entry_id.isdigit() and int(entry_id) < entries:
-            digest = entry.get("MD5OfMessageBody")
-            if digest is not None and digest != _md5(sent[int(entry_id)].body):
-                raise SQSAnswerNotUnderstood(
-                    f"{operation} answered entry {entry_id} with an MD5 that is not its body's"
-                )
-        outcomes.setdefault(str(entry_id), None)
-    for entry in _list(response, "Failed", operation):
-        entry_id = entry.get("Id") if isinstance(entry, Mapping) else None
-        code = entry.get("Code") if isinstance(entry, Mapping) else None
-        outcomes[str(entry_id)] = str(code or "refused")
-    expected = [str(i) for i in range(entries)]
-    if sorted(outcomes) != expected:
-        accounted = len(set(outcomes) & set(expected))
-        strangers = len(outcomes) - accounted
-        raise SQSAnswerNotUnderstood(
-            f"{operation} answered for {accounted} of {entries} entries"
-            + (f" and for {strangers} it was not sent" if strangers else "")
-        )
-    return [outcomes[entry_id] for entry_id in expected]
+        return None
+    return CrtSQS(client, session.get_credentials(), user_agent=f"{user_agent} awscrt", route=route)
 
 
 async def _each_chunk(
