@@ -20,6 +20,7 @@ import time
 import uuid
 from collections import Counter as Tally
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import replace
 from functools import partial
 from typing import Final
 
@@ -28,15 +29,22 @@ from opentelemetry.sdk.metrics import Counter, Histogram, MeterProvider
 from opentelemetry.sdk.metrics.export import (
     AggregationTemporality,
     ConsoleMetricExporter,
+    HistogramDataPoint,
     InMemoryMetricReader,
+    Metric,
     MetricExporter,
     MetricsData,
+    ResourceMetrics,
+    ScopeMetrics,
 )
+from opentelemetry.sdk.metrics.export import Histogram as HistogramData
 from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, View
 from opentelemetry.sdk.resources import SERVICE_INSTANCE_ID, SERVICE_NAME, Resource
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
 from .events import REJECT_REASONS, Event
 from .faststream_sqs import STORED, QueueDepth, Verdict, not_stored
+from .lag import LagHistogram
 from .otlp_durability import ExporterFactory, JudgedExporter, grpc_exporter, http_exporter
 from .settings import Settings
 from .totals import Totals, TypeCap
@@ -44,6 +52,7 @@ from .totals import Totals, TypeCap
 log = logging.getLogger("worker.telemetry")
 
 DEFAULT_SERVICE_NAME: Final = "nps-worker"
+METER: Final = "nps-worker"
 MESSAGING_SYSTEM: Final = "aws_sqs"
 LAG_BUCKETS: Final = (
     0.1,
@@ -70,6 +79,17 @@ DURATION_BUCKETS: Final = (
 # when less than the minimum attempt is left (the deletes still need their time).
 FINAL_RETRY_SECONDS: Final = 1.0
 MIN_FINAL_ATTEMPT_SECONDS: Final = 0.5
+
+
+def _with_metric(resource_metrics: ResourceMetrics, metric: Metric) -> ResourceMetrics:
+    """`metric` added to our meter's scope (which every collection has)."""
+    scopes = [
+        replace(scope, metrics=[*scope.metrics, metric]) if scope.scope.name == METER else scope
+        for scope in resource_metrics.scope_metrics
+    ]
+    if not any(scope.scope.name == METER for scope in scopes):
+        scopes.append(ScopeMetrics(InstrumentationScope(METER), [metric], ""))
+    return replace(resource_metrics, scope_metrics=scopes)
 
 
 def build_resource() -> Resource:
@@ -124,16 +144,12 @@ class Metrics:
             metric_readers=[self._reader],
             views=[
                 View(
-                    instrument_name="nps.event.lag",
-                    aggregation=ExplicitBucketHistogramAggregation(LAG_BUCKETS),
-                ),
-                View(
                     instrument_name="messaging.process.duration",
                     aggregation=ExplicitBucketHistogramAggregation(DURATION_BUCKETS),
                 ),
             ],
         )
-        meter = self._provider.get_meter("nps-worker")
+        meter = self._provider.get_meter(METER)
         # Count and sum are read from `totals` when a checkpoint collects, instead of two
         # SDK calls per event (a third of the pipeline's cost); on the wire they are the
         # same cumulative monotonic sums a Counter exports.
@@ -158,9 +174,10 @@ class Metrics:
         # sample is already a burst is invisible to rate() and increase() (and alerts).
         for reason in REJECT_REASONS:
             self._rejected.add(0, {"reason": reason})
-        self._lag = meter.create_histogram(
-            "nps.event.lag", unit="s", description="Processing time minus occurred_at."
-        )
+        # Added a batch at a time and handed over whole at each export (`_with_lags`):
+        # the SDK's Histogram takes one value per call, its attributes hashed each time.
+        self._lags = LagHistogram(LAG_BUCKETS)
+        self._started_ns = time.time_ns()
         self._consumed = meter.create_counter(
             "messaging.client.consumed.messages",
             unit="{message}",
@@ -195,14 +212,16 @@ class Metrics:
         """Count each event; returns, per event, what takes its count back."""
         now = time.time()
         undos: list[Callable[[], None]] = []
+        lags: dict[str, list[float]] = {}
         for event in events:
             label = self._type_cap.label(event.type)
-            attributes = self._type_attributes.get(label)
-            if attributes is None:
-                attributes = self._type_attributes[label] = {"event.type": label}
+            if label not in self._type_attributes:
+                self._type_attributes[label] = {"event.type": label}
             self.totals.add(label, event.value)
-            self._lag.record(max(0.0, now - event.occurred_at.timestamp()), attributes)
+            lags.setdefault(label, []).append(max(0.0, now - event.occurred_at.timestamp()))
             undos.append(partial(self.totals.remove, label, event.value))
+        for label, values in lags.items():
+            self._lags.add(label, values)
         return undos
 
     # SQSObserver
@@ -253,6 +272,7 @@ class Metrics:
         # collection that yields none (a disabled SDK, a provider shut down) stored nothing.
         if data is None:
             return not_stored("not exported: the SDK collected nothing")
+        data = self._with_lags(data)
         if self._exporter is None:
             return STORED
         totals = [(name, total.count, total.sum) for name, total in self.totals.by_type.items()]
@@ -277,6 +297,34 @@ class Metrics:
                 return verdict
             await asyncio.sleep(min(FINAL_RETRY_SECONDS, max(0.0, deadline - time.monotonic())))
         return verdict
+
+    def _with_lags(self, data: MetricsData) -> MetricsData:
+        """The collection, with `nps.event.lag` in our meter's scope: on the wire the same
+        cumulative explicit-bucket histogram the SDK's instrument would export."""
+        now = time.time_ns()
+        points = [
+            HistogramDataPoint(
+                attributes=self._type_attributes[label],
+                start_time_unix_nano=self._started_ns,
+                time_unix_nano=now,
+                count=buckets.count,
+                sum=buckets.sum,
+                bucket_counts=list(buckets.counts),
+                explicit_bounds=LAG_BUCKETS,
+                min=buckets.min,
+                max=buckets.max,
+            )
+            for label, buckets in self._lags.by_type.items()
+        ]
+        if not points:
+            return data
+        lag = Metric(
+            name="nps.event.lag",
+            description="Processing time minus occurred_at.",
+            unit="s",
+            data=HistogramData(points, AggregationTemporality.CUMULATIVE),
+        )
+        return MetricsData([_with_metric(rm, lag) for rm in data.resource_metrics])
 
     def _observe_counts(self, options: CallbackOptions) -> Iterable[Observation]:
         return [
