@@ -12,7 +12,12 @@ from botocore.exceptions import ClientError
 
 from worker.faststream_sqs.client import _judge_answer, describe_error, error_kind
 from worker.faststream_sqs.dead_letters import DeadLetterAttributes
-from worker.faststream_sqs.judging import SQSAnswerNotUnderstood, per_entry, received
+from worker.faststream_sqs.judging import (
+    SQSAnswerNotUnderstood,
+    per_entry,
+    received,
+    received_batch,
+)
 from worker.faststream_sqs.ledger import rejection
 from worker.faststream_sqs.outage import Outage
 from worker.faststream_sqs.records import OutgoingMessage, RawMessage, attribute_size
@@ -100,6 +105,21 @@ def test_a_received_message_must_carry_its_id_receipt_and_body_unaltered() -> No
         received("q", whole | {"Body": "héll"})
     with pytest.raises(SQSAnswerNotUnderstood, match="receipt handle"):
         received("q", {"MessageId": "m", "Body": "x"})
+
+
+def test_a_receive_that_lists_a_message_twice_is_not_understood() -> None:
+    # Handled twice, it would be counted twice: the ledger holds one slot per receipt.
+    digest = hashlib.md5(b"x").hexdigest()
+    one = {"MessageId": "m", "ReceiptHandle": "r", "Body": "x", "MD5OfBody": digest}
+    other = one | {"MessageId": "n", "ReceiptHandle": "s"}
+    assert len(received_batch("q", {"Messages": [one, other]})) == 2
+    for twice in (
+        [one, one],
+        [one, other | {"ReceiptHandle": "r"}],
+        [one, one | {"ReceiptHandle": "t"}],
+    ):
+        with pytest.raises(SQSAnswerNotUnderstood, match="of them twice"):
+            received_batch("q", {"Messages": twice})
 
 
 def client_error(status: int, content_type: str, body: dict[str, Any]) -> ClientError:

@@ -37,10 +37,9 @@ from .judging import (
     SQSCallTimedOut,
     field,
     judge,
-    listed,
     media_type,
     per_entry,
-    received,
+    received_batch,
 )
 from .limits import DEFAULT_READ_TIMEOUT, MAX_BATCH_BYTES, MAX_BATCH_ENTRIES
 from .records import (
@@ -426,7 +425,7 @@ class SQSClient:
             params,
             deadline=wait_seconds + RECEIVE_GRACE_SECONDS,
         )
-        return [received(queue_url, m) for m in listed(response, "Messages", "ReceiveMessage")]
+        return received_batch(queue_url, response)
 
     async def delete(
         self, queue_url: str, receipt_handles: Sequence[str], *, lane: Lane = "delete"

@@ -70,6 +70,20 @@ def md5(text: str) -> str:
     return hashlib.md5(text.encode(), usedforsecurity=False).hexdigest()
 
 
+def received_batch(queue_url: str, response: Mapping[str, Any]) -> list[RawMessage]:
+    """A receive's messages, each once: a batch that lists one message (or receipt
+    handle) twice would have it handled and counted twice."""
+    messages = [received(queue_url, m) for m in listed(response, "Messages", "ReceiveMessage")]
+    ids = {m.message_id for m in messages}
+    handles = {m.receipt_handle for m in messages}
+    if len(ids) != len(messages) or len(handles) != len(messages):
+        raise SQSAnswerNotUnderstood(
+            f"ReceiveMessage answered {len(messages)} messages, "
+            f"{len(messages) - min(len(ids), len(handles))} of them twice"
+        )
+    return messages
+
+
 def received(queue_url: str, message: Any) -> RawMessage:
     """A message as SQS sent it; its body checked against SQS's MD5 of it."""
     if not isinstance(message, Mapping):
