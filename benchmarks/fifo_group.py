@@ -3,7 +3,7 @@
 A FIFO queue hands out a group's next messages only once those it handed out are
 deleted, so one busy group (one customer) moves at the pace of the worker's receive,
 count, export and delete round trip. This puts `--messages` events in `--groups`
-message groups on a FIFO queue on fauxqs, runs `nps-worker run` against it with a
+message groups on a FIFO queue on fauxqs (or `--sqs moto`), runs `nps-worker run` against it with a
 real OTLP receiver, and reports messages per second from the first receive to the
 drained queue. `--code DIR` measures another checkout (a `git worktree` of an older
 commit) the same way.
@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from benchmarks.environment import worker_environment
-from tests.emulators import fauxqs_sqs
+from tests.emulators import EMULATORS, sqs_emulator
 from tests.fleet import valid_only
 from tests.otlp import OTLPReceiver
 from tests.sqs import depth, sqs_client
@@ -28,12 +28,12 @@ QUEUE = "one-group.fifo"
 DLQ = "one-group-dlq.fifo"
 
 
-def measure(messages: int, groups: int, code: Path) -> float:
+def measure(messages: int, groups: int, code: Path, sqs: str = "fauxqs") -> float:
     """Messages per second, from the worker's start to the drained queue."""
     receiver = OTLPReceiver()
     receiver.start()
     try:
-        with fauxqs_sqs() as endpoint:
+        with sqs_emulator(sqs) as endpoint:
             env = worker_environment(
                 endpoint,
                 receiver.endpoint,
@@ -82,11 +82,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--messages", type=int, default=1_000)
     parser.add_argument("--groups", type=int, default=1)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--sqs", choices=EMULATORS, default="fauxqs")
     parser.add_argument("--code", type=Path, default=ROOT, help="the checkout whose worker runs")
     args = parser.parse_args(argv)
-    rates = [measure(args.messages, args.groups, args.code.resolve()) for _ in range(args.runs)]
+    code = args.code.resolve()
+    rates = [measure(args.messages, args.groups, code, args.sqs) for _ in range(args.runs)]
     for run, rate in enumerate(rates, 1):
-        print(f"run {run}: {args.messages} messages in {args.groups} group(s): {rate:,.1f} msg/s")
+        print(
+            f"run {run} ({args.sqs}): {args.messages} messages in {args.groups} group(s): "
+            f"{rate:,.1f} msg/s"
+        )
     print(f"median: {sorted(rates)[len(rates) // 2]:,.1f} msg/s ({args.code})")
 
 
