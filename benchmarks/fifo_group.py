@@ -28,12 +28,12 @@ QUEUE = "one-group.fifo"
 DLQ = "one-group-dlq.fifo"
 
 
-def measure(messages: int, groups: int, code: Path, sqs: str = "fauxqs") -> float:
+def measure(messages: int, groups: int, code: Path, emulator: str = "fauxqs") -> float:
     """Messages per second, from the worker's start to the drained queue."""
     receiver = OTLPReceiver()
     receiver.start()
     try:
-        with sqs_emulator(sqs) as endpoint:
+        with sqs_emulator(emulator) as endpoint:
             env = worker_environment(
                 endpoint,
                 receiver.endpoint,
