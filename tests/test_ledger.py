@@ -124,11 +124,23 @@ def test_a_refused_extension_discards_and_takes_back_an_uncheckpointed_count() -
         _recorded(ledger, handle, ACK, taken_back)
     lapsed, expiring = ledger.due_for_extension(now=5, horizon=20)
     assert (lapsed, expiring) == ([], ["a", "b"])
-    ledger.extended(expiring, refused={"a"}, expires_at=40)
+    assert ledger.extended(expiring, refused={"a"}, expires_at=40) == 1
     assert taken_back == ["a"]
     assert (ledger.state("a"), ledger.state("b")) == (None, State.DECIDED)
     ledger.end_checkpoint(ledger.begin_checkpoint(), stored=True)
     assert ledger.begin_deletes() == ["b"]
+
+
+def test_an_extension_refused_because_the_message_was_deleted_meanwhile_is_no_take_back() -> None:
+    ledger = _ledger()
+    ledger.hold(["a"], expires_at=10)
+    _handled(ledger, "a")
+    ledger.end_checkpoint(ledger.begin_checkpoint(), stored=True)
+    deleting = ledger.begin_deletes()
+    _, expiring = ledger.due_for_extension(now=5, horizon=20)
+    assert expiring == ["a"], "a message being deleted is still extended: the delete may fail"
+    ledger.end_deletes(deleting, answered=True)
+    assert ledger.extended(expiring, refused={"a"}, expires_at=40) == 0
 
 
 def test_a_lapsed_message_is_discarded_without_asking_sqs() -> None:

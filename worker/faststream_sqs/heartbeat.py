@@ -76,8 +76,7 @@ class Heartbeat(SettlementPart):
                 self._queue_url, [VisibilityChange(h, timeout) for h in expiring], lane="extend"
             )
         )
-        self._ledger.extended(expiring, refused, now + timeout)
-        return len(lapsed) + len(refused)
+        return len(lapsed) + self._ledger.extended(expiring, refused, now + timeout)
 
     def _tick(self) -> float:
         return max(

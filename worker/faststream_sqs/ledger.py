@@ -330,13 +330,16 @@ class Ledger:
     @_changes
     def extended(
         self, receipt_handles: Iterable[str], refused: Collection[str], expires_at: float
-    ) -> None:
-        """A refused extension means a stale receipt (or SQS's 12 h cap): discarded."""
-        self._discard(h for h in receipt_handles if h in refused)
+    ) -> int:
+        """A refused extension means a stale receipt (or SQS's 12 h cap): discarded. How
+        many were still held: one deleted while its extension was on its way is refused
+        too, but SQS does not have it back."""
+        taken_back = self._discard(h for h in receipt_handles if h in refused)
         for handle in receipt_handles:
             slot = self._slots.get(handle)
             if slot is not None:
                 slot.expires_at = expires_at
+        return taken_back
 
     @_changes
     def discard(self, receipt_handles: Iterable[str]) -> None:
@@ -345,15 +348,18 @@ class Ledger:
         store them (its result decides) or their handler still runs (its end does)."""
         self._discard(receipt_handles)
 
-    def _discard(self, receipt_handles: Iterable[str]) -> None:
+    def _discard(self, receipt_handles: Iterable[str]) -> int:
+        discarded = 0
         for handle in list(receipt_handles):
             slot = self._slots.pop(handle, None)
             if slot is None:
                 continue
+            discarded += 1
             self._in_state[slot.state] -= 1
             slot.discarded = True
             self._decided.pop(handle, None)
             self._settle_discarded(slot)
+        return discarded
 
     # Shutdown
 
