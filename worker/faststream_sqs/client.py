@@ -274,6 +274,12 @@ class SQSClient:
     def endpoint_url(self) -> str:
         return str(self._boto.meta.endpoint_url)
 
+    @property
+    def region(self) -> str | None:
+        """The region every call is signed for and sent to (None: boto3 has none)."""
+        region: str | None = self._boto.meta.region_name
+        return region
+
     async def _call(
         self, lane: Lane, func: Callable[..., T], /, *, deadline: float | None = None, **kwargs: Any
     ) -> T:
