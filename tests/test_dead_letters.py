@@ -4,11 +4,13 @@ large to copy with its reason still reaches the DLQ."""
 
 from __future__ import annotations
 
+import signal
 import time
 from typing import Any
 
 import pytest
 
+from tests.answers import AnsweringProxy, Fault
 from tests.fleet import provision, stop, wait_until
 from tests.otlp import OTLPReceiver
 from tests.sqs import depth, drain, send_bodies, sqs_client
@@ -119,6 +121,7 @@ def test_a_reject_keeps_its_producers_attributes_and_a_huge_one_is_cut_to_fit(
 
 
 ELSEWHERE = "https://sqs.eu-west-1.amazonaws.com/123456789012"
+EVENT = '{"type": "t", "value": %d, "occurred_at": "2020-10-06 10:02:05"}'
 
 
 @pytest.mark.parametrize(
@@ -170,3 +173,56 @@ def test_a_queue_in_another_region_than_the_client_is_refused_in_one_line(
 )
 def test_the_region_a_queue_url_names(queue: str, region: str | None) -> None:
     assert region_of(queue) == region
+
+
+@pytest.mark.soak  # a few seconds: a delete held for 3 s, then the signal
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_redrive_stopped_by_a_signal_leaves_each_message_in_one_queue(
+    worker_env: Env, fauxqs_endpoint: str, signum: int
+) -> None:
+    """Before: the signal killed `dlq redrive` between a batch's send and its delete, the
+    batch then in both queues (a valid one, moved by the next redrive again, counted
+    twice) and the rest of what it had received hidden for 30 s; it said nothing."""
+    env = worker_env.with_(AWS_ENDPOINT_URL_SQS=fauxqs_endpoint)
+    queue_url, dlq_url = provision(env)
+    sqs = sqs_client(fauxqs_endpoint)
+    for start in range(0, 30, 10):
+        entries = [
+            {
+                "Id": str(i),
+                "MessageBody": EVENT % i,
+                "MessageAttributes": {
+                    "nps-original-message-id": {"DataType": "String", "StringValue": f"m{i}"}
+                },
+            }
+            for i in range(start, start + 10)
+        ]
+        sqs.send_message_batch(QueueUrl=dlq_url, Entries=entries)
+    answering = AnsweringProxy(fauxqs_endpoint).start()
+    try:
+        answering.fault("DeleteMessageBatch", Fault("hang", hang_seconds=3))
+        redrive = nps_worker(
+            "dlq", "redrive", env={**env, "AWS_ENDPOINT_URL_SQS": answering.endpoint}
+        )
+        # Past its start-up: it is deleting its first batch, held by the proxy.
+        wait_until(lambda: answering.served["DeleteMessageBatch"] >= 1, 30, "a batch's delete")
+        redrive.send_signal(signum)
+        out, stderr = redrive.communicate(timeout=30)
+    finally:
+        answering.stop()
+    assert redrive.returncode == 128 + signum, (redrive.returncode, stderr)
+    name = signal.Signals(signum).name
+    assert (
+        out.strip()
+        == f"moved 10 message(s) from {env['SQS_QUEUE_NAME']}-dlq to {env['SQS_QUEUE_NAME']}"
+    )
+    [line] = stderr.strip().splitlines()
+    assert line == f"nps-worker: stopped by {name}; the rest stays in the dead-letter queue"
+    where: dict[str, list[str]] = {}
+    for queue, url in (("queue", queue_url), ("dlq", dlq_url)):
+        for message in drain(sqs, url):  # what the redrive did not move is visible again
+            original = message["MessageAttributes"]["nps-original-message-id"]["StringValue"]
+            where.setdefault(original, []).append(queue)
+    assert sorted(where) == sorted(f"m{i}" for i in range(30)), "every message, at once"
+    assert all(len(places) == 1 for places in where.values()), where
+    assert sum(places == ["queue"] for places in where.values()) == 10
