@@ -16,6 +16,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Callable
 from typing import Any, Final, Literal
 from urllib.parse import urlparse
 
@@ -34,6 +35,7 @@ Answer = Literal[
     "throttle",  # 400 ThrottlingException in SQS's JSON, instead of SQS
     "sqs_error",  # `Fault.error` in SQS's JSON (with its x-amzn-query-error), instead of SQS
     "replay",  # SQS's first answer to the operation, again: two clients read the same bytes
+    "rewrite",  # SQS acts; the worker gets SQS's JSON answer as `Fault.rewrite` changed it
 ]
 ANSWERS: Final[tuple[Answer, ...]] = (
     "html",
@@ -62,6 +64,8 @@ class Fault:
     every: int = 1  # 2: every other call of the operation
     hang_seconds: float = 15.0
     error: SQSError | None = None  # for "sqs_error"
+    # For "rewrite": SQS's answer (a JSON object) -> what the worker gets instead.
+    rewrite: Callable[[dict[str, Any]], dict[str, Any]] | None = None
 
 
 class AnsweringProxy:
@@ -120,6 +124,14 @@ class AnsweringProxy:
                         "text/html",
                         b"<html>\n<body>\n<h1>502 Bad Gateway</h1>\n</body>\n</html>\n",
                     )
+                elif answer == "rewrite":
+                    assert fault.rewrite is not None
+                    status, content_type, reply = proxy._forward(
+                        self.path, dict(self.headers), body
+                    )
+                    if 200 <= status < 300:
+                        reply = json.dumps(fault.rewrite(json.loads(reply))).encode()
+                    self._reply(status, content_type, reply)
                 elif answer == "replay":
                     self._reply(*proxy._replayed(operation, self.path, dict(self.headers), body))
                 elif answer == "sqs_error":

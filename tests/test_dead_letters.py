@@ -4,15 +4,18 @@ large to copy with its reason still reaches the DLQ."""
 
 from __future__ import annotations
 
+import signal
 import time
 from typing import Any
 
 import pytest
 
+from tests.answers import AnsweringProxy, Fault
 from tests.fleet import provision, stop, wait_until
 from tests.otlp import OTLPReceiver
 from tests.sqs import depth, drain, send_bodies, sqs_client
-from tests.support import Env, nps_worker, run_cli
+from tests.support import Env, free_port, nps_worker, run_cli
+from worker.queues import region_of
 
 pytestmark = pytest.mark.integration
 
@@ -115,3 +118,111 @@ def test_a_reject_keeps_its_producers_attributes_and_a_huge_one_is_cut_to_fit(
     assert "malformed_json" in warning[0]
     rejected = otlp.fleet_totals("nps.events.rejected", "reason")
     assert (rejected["malformed_json"], rejected["not_an_object"]) == (1, 9)
+
+
+ELSEWHERE = "https://sqs.eu-west-1.amazonaws.com/123456789012"
+EVENT = '{"type": "t", "value": %d, "occurred_at": "2020-10-06 10:02:05"}'
+
+
+@pytest.mark.parametrize(
+    ("command", "settings", "says"),
+    [
+        ("run", {"SQS_QUEUE_URL": f"{ELSEWHERE}/events"}, "SQS_QUEUE_URL"),
+        ("provision", {"DLQ_QUEUE_NAME": f"{ELSEWHERE}/events-dlq"}, "DLQ_QUEUE_NAME"),
+    ],
+)
+def test_a_queue_in_another_region_than_the_client_is_refused_in_one_line(
+    command: str, settings: dict[str, str], says: str
+) -> None:
+    """boto3 (and awscrt, from boto3) sends every call to AWS_REGION's endpoint, the queue
+    URL only in the request, so SQS there answers that a queue in another region does not
+    exist: `run` and `dlq` then named `nps-worker provision` as the cure, `provision`
+    would create a second queue of that name in AWS_REGION, and the README called a DLQ
+    in another region supported. Now refused before any call (a proxy that refuses
+    every connection stands in for AWS: before, that refusal was the line)."""
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "AWS_REGION": "us-east-1",
+        "AWS_ACCESS_KEY_ID": "test",
+        "AWS_SECRET_ACCESS_KEY": "test",
+        "HTTPS_PROXY": f"http://127.0.0.1:{free_port()}",
+        "SQS_QUEUE_NAME": "events",
+        "HEALTH_PORT": "0",
+    } | settings
+    result = run_cli(command, env=env, timeout=60)
+    assert result.returncode == 2, result.stderr
+    [line] = result.stderr.strip().splitlines()[-1:]
+    assert line.startswith(f"nps-worker: {says}="), line
+    assert "a queue in eu-west-1, but SQS is reached in us-east-1" in line
+    assert "provision" not in line
+
+
+@pytest.mark.parametrize(
+    ("queue", "region"),
+    [
+        ("https://sqs.eu-west-1.amazonaws.com/1/q", "eu-west-1"),
+        ("https://eu-west-1.queue.amazonaws.com/1/q", "eu-west-1"),
+        ("https://queue.amazonaws.com/1/q", "us-east-1"),
+        ("https://sqs-fips.us-gov-west-1.amazonaws.com/1/q", "us-gov-west-1"),
+        ("https://sqs.cn-north-1.amazonaws.com.cn/1/q", "cn-north-1"),
+        ("https://vpce-0a1b-2c3d.sqs.ap-south-2.vpce.amazonaws.com/1/q", "ap-south-2"),
+        ("http://127.0.0.1:4566/000000000000/q", None),  # an emulator
+        ("http://sqs.us-east-1.localhost.localstack.cloud:4566/0/q", None),
+        ("events-dlq", None),
+    ],
+)
+def test_the_region_a_queue_url_names(queue: str, region: str | None) -> None:
+    assert region_of(queue) == region
+
+
+@pytest.mark.soak  # a few seconds: a delete held for 3 s, then the signal
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_redrive_stopped_by_a_signal_leaves_each_message_in_one_queue(
+    worker_env: Env, fauxqs_endpoint: str, signum: int
+) -> None:
+    """Before: the signal killed `dlq redrive` between a batch's send and its delete, the
+    batch then in both queues (a valid one, moved by the next redrive again, counted
+    twice) and the rest of what it had received hidden for 30 s; it said nothing."""
+    env = worker_env.with_(AWS_ENDPOINT_URL_SQS=fauxqs_endpoint)
+    queue_url, dlq_url = provision(env)
+    sqs = sqs_client(fauxqs_endpoint)
+    for start in range(0, 30, 10):
+        entries = [
+            {
+                "Id": str(i),
+                "MessageBody": EVENT % i,
+                "MessageAttributes": {
+                    "nps-original-message-id": {"DataType": "String", "StringValue": f"m{i}"}
+                },
+            }
+            for i in range(start, start + 10)
+        ]
+        sqs.send_message_batch(QueueUrl=dlq_url, Entries=entries)
+    answering = AnsweringProxy(fauxqs_endpoint).start()
+    try:
+        answering.fault("DeleteMessageBatch", Fault("hang", hang_seconds=3))
+        redrive = nps_worker(
+            "dlq", "redrive", env={**env, "AWS_ENDPOINT_URL_SQS": answering.endpoint}
+        )
+        # Past its start-up: it is deleting its first batch, held by the proxy.
+        wait_until(lambda: answering.served["DeleteMessageBatch"] >= 1, 30, "a batch's delete")
+        redrive.send_signal(signum)
+        out, stderr = redrive.communicate(timeout=30)
+    finally:
+        answering.stop()
+    assert redrive.returncode == 128 + signum, (redrive.returncode, stderr)
+    name = signal.Signals(signum).name
+    assert (
+        out.strip()
+        == f"moved 10 message(s) from {env['SQS_QUEUE_NAME']}-dlq to {env['SQS_QUEUE_NAME']}"
+    )
+    [line] = stderr.strip().splitlines()
+    assert line == f"nps-worker: stopped by {name}; the rest stays in the dead-letter queue"
+    where: dict[str, list[str]] = {}
+    for queue, url in (("queue", queue_url), ("dlq", dlq_url)):
+        for message in drain(sqs, url):  # what the redrive did not move is visible again
+            original = message["MessageAttributes"]["nps-original-message-id"]["StringValue"]
+            where.setdefault(original, []).append(queue)
+    assert sorted(where) == sorted(f"m{i}" for i in range(30)), "every message, at once"
+    assert all(len(places) == 1 for places in where.values()), where
+    assert sum(places == ["queue"] for places in where.values()) == 10

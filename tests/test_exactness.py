@@ -9,6 +9,7 @@ tests/test_collector_pipeline.py.)
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -30,6 +31,7 @@ from tests.support import Env, free_port, nps_worker, run_cli
 from tests.test_observability import panel_queries
 from worker.dev.kata import KataMessage
 from worker.settings import ConfigurationError, Settings, load_settings
+from worker.telemetry import Metrics
 from worker.totals import summary_lines
 
 EVENT = json.dumps({"type": "purchase", "value": 2.5, "occurred_at": "2020-10-06T10:02:05Z"})
@@ -146,6 +148,14 @@ def test_a_container_restart_keeps_the_totals_exact(
         ("OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE", "delta", "cumulative"),
         ("OTEL_TRACES_EXPORTER", "otlp", "metrics only"),
         ("OTEL_EXPORTER_OTLP_LOGS_ENDPOINT", "http://collector:4318", "no logs"),
+        # Headers the SDK drops with a warning of its own (the Collector then refuses every
+        # export, unauthenticated), or decodes into a value no request can carry (every
+        # export fails): before, each was accepted and the worker never deleted again.
+        ("OTEL_EXPORTER_OTLP_HEADERS", "authorization=Basic abc;def", "percent-encode"),
+        ("OTEL_EXPORTER_OTLP_HEADERS", 'x-api-key="quoted"', "percent-encode"),
+        ("OTEL_EXPORTER_OTLP_METRICS_HEADERS", "x-api-key=tök", "percent-encode"),
+        ("OTEL_EXPORTER_OTLP_HEADERS", "x-api-key=a%0D%0Ab", "cannot carry"),
+        ("OTEL_EXPORTER_OTLP_METRICS_HEADERS", "x-api-key=%E2%9C%93", "cannot carry"),
     ],
 )
 def test_a_setting_the_worker_cannot_honour_is_refused_in_one_line(
@@ -159,6 +169,26 @@ def test_a_setting_the_worker_cannot_honour_is_refused_in_one_line(
     [line] = str(refused.value).splitlines()
     assert line.startswith(f"invalid configuration: {variable}")
     assert says in line
+
+
+def test_headers_are_sent_as_the_specification_spells_them(
+    otlp: OTLPReceiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What the refusals above leave: percent-encoded values decoded, plain ones with
+    spaces as given; every header on the export."""
+    for name in [n for n in os.environ if n.startswith("OTEL_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", otlp.endpoint)
+    monkeypatch.setenv(
+        "OTEL_EXPORTER_OTLP_HEADERS", "authorization=Basic%20dXNlcjpw%3Bw%3D, x-tenant = shop 7"
+    )
+    metrics = Metrics.from_settings(load_settings())
+    try:
+        assert asyncio.run(metrics.export()).stored
+    finally:
+        metrics.shutdown()
+    [sent] = otlp.headers
+    assert (sent["authorization"], sent["x-tenant"]) == ("Basic dXNlcjpw;w=", "shop 7")
 
 
 @pytest.mark.integration

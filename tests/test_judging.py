@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 from typing import Any
 
 import pytest
-from botocore.awsrequest import AWSResponse, HTTPHeaders
+from botocore.awsrequest import HTTPHeaders
 from botocore.exceptions import ClientError
 
 from worker.faststream_sqs.client import _judge_answer, describe_error, error_kind
 from worker.faststream_sqs.dead_letters import DeadLetterAttributes
 from worker.faststream_sqs.judging import (
     SQSAnswerNotUnderstood,
+    judge,
+    md5,
     per_entry,
     received,
     received_batch,
@@ -28,21 +31,12 @@ class Operation:
 
 
 def answer(status: int, content_type: str, body: bytes) -> None:
+    """As botocore hands an answer to its `before-parse` hooks."""
     headers = HTTPHeaders()
     if content_type:
         headers["Content-Type"] = content_type
-    response = AWSResponse("http://sqs", status, headers, raw=Raw(body))
-    _judge_answer(http_response=response, parsed={}, model=Operation())  # type: ignore[arg-type]
-
-
-class Raw:
-    """What botocore reads a body from."""
-
-    def __init__(self, body: bytes) -> None:
-        self._body = body
-
-    def stream(self, **kwargs: Any) -> Any:
-        yield self._body
+    response = {"status_code": status, "headers": headers, "body": body}
+    _judge_answer(operation_model=Operation(), response_dict=response)  # type: ignore[arg-type]
 
 
 def test_sqs_json_is_an_answer_with_or_without_a_charset() -> None:
@@ -120,6 +114,74 @@ def test_a_receive_that_lists_a_message_twice_is_not_understood() -> None:
     ):
         with pytest.raises(SQSAnswerNotUnderstood, match="of them twice"):
             received_batch("q", {"Messages": twice})
+
+
+def sqs_answer(operation: str, answer: dict[str, Any]) -> dict[str, Any]:
+    return judge(operation, 200, "application/x-amz-json-1.0", json.dumps(answer).encode())
+
+
+def a_message(**changes: Any) -> dict[str, Any]:
+    message = {"MessageId": "m", "ReceiptHandle": "r", "Body": "x", "MD5OfBody": md5("x")}
+    return message | changes
+
+
+@pytest.mark.parametrize(
+    ("changes", "says"),
+    [
+        # botocore's parser raised AttributeError on the first three, awscrt's reading
+        # took them as they came, and FastStream's parser then raised on each batch: a
+        # traceback per batch, the batch handed back at once and received again.
+        ({"MessageAttributes": ["tenant"]}, "MessageAttributes are not an object"),
+        ({"MessageAttributes": "tenant=acme"}, "MessageAttributes are not an object"),
+        ({"MessageAttributes": {"tenant": "acme"}}, "without its type or a valid value"),
+        ({"MessageAttributes": {"t": {"StringValue": "acme"}}}, "without its type"),
+        ({"MessageAttributes": {"t": {"DataType": "String", "StringValue": 7}}}, "valid value"),
+        ({"MessageAttributes": {"b": {"DataType": "Binary", "BinaryValue": "!!"}}}, "valid"),
+        ({"Attributes": ["SentTimestamp"]}, "Attributes are not an object of strings"),
+        # Read as "None": a FIFO dead-letter copy went to group "None".
+        ({"Attributes": {"MessageGroupId": None}}, "Attributes are not an object of strings"),
+        # Raised wherever the worker read it: backing a failed message off, its handler.
+        ({"Attributes": {"ApproximateReceiveCount": "abc"}}, "ApproximateReceiveCount is not"),
+        ({"Attributes": {"SentTimestamp": "1.5e12"}}, "SentTimestamp is not a number"),
+    ],
+)
+def test_a_received_message_not_in_sqss_shape_is_not_understood(
+    changes: dict[str, Any], says: str
+) -> None:
+    with pytest.raises(SQSAnswerNotUnderstood, match=says):
+        sqs_answer("ReceiveMessage", {"Messages": [a_message(), a_message(**changes)]})
+
+
+def test_a_batch_entry_without_a_string_id_is_not_understood() -> None:
+    # An id of another type skipped the copy's MD5 check, and was read as its text.
+    sent = {"Successful": [{"Id": 0, "MessageId": "m", "MD5OfMessageBody": "0" * 32}]}
+    with pytest.raises(SQSAnswerNotUnderstood, match="without a string Id"):
+        sqs_answer("SendMessageBatch", sent)
+    with pytest.raises(SQSAnswerNotUnderstood, match="Failed that is not a list"):
+        sqs_answer("DeleteMessageBatch", {"Failed": {"Id": "0"}})
+
+
+def test_an_entry_listed_twice_is_not_understood() -> None:
+    # A delete answered as succeeded and failed was taken as refused: its message came
+    # back and was counted a second time, though SQS may have deleted it.
+    contradicting = {
+        "Successful": [{"Id": "0"}, {"Id": "1"}],
+        "Failed": [{"Id": "1", "Code": "InternalError"}],
+    }
+    with pytest.raises(SQSAnswerNotUnderstood, match="1 of 2 entries more than once"):
+        per_entry("DeleteMessageBatch", 2, contradicting)
+    twice = {"Successful": [{"Id": "0"}, {"Id": "0"}]}
+    with pytest.raises(SQSAnswerNotUnderstood, match="more than once"):
+        per_entry("DeleteMessageBatch", 1, twice)
+
+
+def test_an_md5_in_upper_case_is_the_same_md5() -> None:
+    """Before: not understood, so a proxy or emulator that writes hex in upper case made
+    every receive fail, and every message reach the DLQ by the redrive policy, uncounted."""
+    upper = md5("x").upper()
+    assert received("q", a_message(MD5OfBody=upper)).body == "x"
+    copy = {"Successful": [{"Id": "0", "MessageId": "m", "MD5OfMessageBody": upper}]}
+    assert per_entry("SendMessageBatch", 1, copy, sent=[OutgoingMessage("x")]) == [None]
 
 
 def client_error(status: int, content_type: str, body: dict[str, Any]) -> ClientError:

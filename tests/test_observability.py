@@ -16,6 +16,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ import yaml
 from tests.manifests import readme_variables, services
 from tests.promtool import prometheus_server, promtool
 from tests.support import ROOT, free_port, run_cli
+from worker import cli
 from worker.settings import Settings
 
 OBSERVABILITY = ROOT / "observability"
@@ -548,3 +550,106 @@ def test_stats_against_a_server_that_is_not_prometheus_is_one_line(
     assert result.returncode == 2
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert says in result.stderr
+
+
+class AnsweringPrometheus:
+    """Answers each instant query as `answer(query, time)` says, in Prometheus's JSON;
+    `time` is the evaluation time the query asked for (None: Prometheus's own now)."""
+
+    def __init__(self, answer: Any) -> None:
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                asked = urllib.parse.parse_qs(urllib.parse.urlsplit(self.path).query)
+                at = asked.get("time")
+                rows = answer(asked["query"][0], float(at[0]) if at else None)
+                body = json.dumps(
+                    {"status": "success", "data": {"resultType": "vector", "result": rows}}
+                ).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+def stats_against(
+    answer: Any, capsys: pytest.CaptureFixture[str]
+) -> tuple[int, list[str], list[str]]:
+    """`nps-worker stats` (in this process) against a Prometheus answering `answer`."""
+    server = AnsweringPrometheus(answer)
+    try:
+        code = cli.main(["stats", "--prometheus", server.url])
+    finally:
+        server.close()
+    out, err = capsys.readouterr()
+    return code, out.splitlines(), err.splitlines()
+
+
+def row(value: object, **labels: str) -> dict[str, Any]:
+    return {"metric": labels, "value": [1795968000, value]}
+
+
+@pytest.mark.parametrize(
+    ("counts", "sums", "says"),
+    [
+        ([row("NaN", event_type="a")], [row("1", event_type="a")], "'NaN' events of type 'a'"),
+        ([row("+Inf", event_type="a")], [row("1", event_type="a")], "'+Inf' events"),
+        ([row("abc", event_type="a")], [row("1", event_type="a")], "'abc' events"),
+        ([row("2.5", event_type="a")], [row("1", event_type="a")], "'2.5' events"),
+        ([row("-2", event_type="a")], [row("1", event_type="a")], "'-2' events"),
+        ([row("2", event_type="a")], [row("NaN", event_type="a")], "a sum of 'NaN'"),
+        ([row("2")], [row("1")], "a series without an event_type"),
+        (
+            [row("2", event_type="a"), row("3", event_type="a")],
+            [row("1", event_type="a")],
+            "type 'a' twice",
+        ),
+        ([row("2", event_type="a")], [], "no sum for type 'a'"),
+    ],
+)
+def test_stats_refuses_an_answer_that_is_not_a_total_in_one_line(
+    counts: list[dict[str, Any]],
+    sums: list[dict[str, Any]],
+    says: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Before: NaN, infinity or a value that is not a number was a traceback; a fraction,
+    a negative count, a series without its label or a type listed twice was printed."""
+    code, out, err = stats_against(
+        lambda query, at: counts if "nps_events_total" in query else sums, capsys
+    )
+    assert (code, out) == (2, [])
+    [line] = err
+    assert line.startswith("nps-worker: Prometheus at http://127.0.0.1:")
+    assert says in line
+
+
+def test_stats_reads_counts_and_sums_at_one_instant(capsys: pytest.CaptureFixture[str]) -> None:
+    """Each event is worth 2.5: counts and sums read at two instants disagree while a
+    worker exports between the two queries (before: a count of 1 beside a sum of 5.0)."""
+    answered = 0
+
+    def moving(query: str, at: float | None) -> list[dict[str, Any]]:
+        nonlocal answered
+        answered += 1
+        events = answered if at is None else int(at) % 1000  # Prometheus's now moves on
+        value = events if "nps_events_total" in query else events * 2.5
+        return [row(str(value), event_type="purchase")]
+
+    code, out, err = stats_against(moving, capsys)
+    assert code == 0, err
+    [line] = out
+    summary = json.loads(line)
+    assert summary["sum"] == summary["count"] * 2.5, summary

@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 
@@ -164,3 +165,55 @@ def test_a_delete_hung_past_the_visibility_timeout_while_the_collector_is_down_c
     result = audit(rig, otlp)
     report("a delete hung 25 s, the Collector down 15 s, visibility 8 s", **vars(result))
     assert (result.losses, result.duplicates) == (0, 0)
+
+
+def message_attributes_a_list(answer: dict[str, Any]) -> dict[str, Any]:
+    """The receive's first message with its message attributes as no SQS sends them."""
+    for message in answer.get("Messages", [])[:1]:
+        message["MessageAttributes"] = ["tenant"]
+    return answer
+
+
+@pytest.mark.soak  # about 40 s each: received messages wait out their visibility timeout
+@pytest.mark.parametrize("transport", ["crt", "boto3"])
+def test_a_receive_with_a_message_not_in_sqss_shape_loses_nothing_and_is_two_lines(
+    worker_env: Env,
+    sqs_endpoint: str,
+    otlp: OTLPReceiver,
+    answering: AnsweringProxy,
+    transport: str,
+) -> None:
+    """Before, over awscrt: the batch reached FastStream's parser, which raised; two
+    tracebacks per batch, the batch handed back at once and received again, as fast as
+    SQS answered, while the fault lasted (boto3: the receive failed with AttributeError)."""
+    queue_url, dlq_url = provision(worker_env.with_(SQS_MAX_RECEIVE_COUNT="100"))
+    sqs = sqs_client(sqs_endpoint)
+    ledger = kata(SCENARIOS, seed=29)
+    send_bodies(sqs, queue_url, [m.body for m in ledger])
+    rig = Rig(worker_env.values, sqs, queue_url, dlq_url, ledger)
+    answering.fault("ReceiveMessage", Fault("rewrite", rewrite=message_attributes_a_list))
+    env = worker_env.with_(
+        AWS_ENDPOINT_URL_SQS=answering.endpoint,
+        SQS_TRANSPORT=transport,
+        SQS_VISIBILITY_TIMEOUT="8",
+        WORKER_CONCURRENCY="2",
+    )
+    worker = nps_worker("run", env=env)
+    try:
+        wait_until(lambda: answering.served["ReceiveMessage"] >= 3, 60, "odd receives")
+        time.sleep(3)
+        answering.fault("ReceiveMessage", None)
+        wait_until(lambda: depth(sqs, queue_url) == (0, 0), 120, "the queue to drain")
+        wait_until(lambda: sum(depth(sqs, dlq_url)) >= 21, 60, "every reject in the DLQ")
+    finally:
+        answering.fault("ReceiveMessage", None)
+        code, _, stderr = stop(worker, 60)
+    assert code == 0, stderr
+    result = audit(rig, otlp)
+    lines = outage_lines(stderr, "ReceiveMessage")
+    report(f"a receive not in SQS's shape ({transport})", **vars(result), log_lines=len(lines))
+    assert (result.losses, result.duplicates, result.still_queued) == (0, 0, 0)
+    assert (result.dead_lettered, result.extra_dlq_copies) == (21, 0)
+    assert "Traceback" not in stderr, stderr
+    assert len(lines) <= 2, "\n".join(lines)
+    assert "not in SQS's shape" in lines[0]

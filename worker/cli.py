@@ -7,6 +7,7 @@ import asyncio
 import json
 import logging
 import os
+import signal
 import sys
 from collections.abc import Sequence
 
@@ -154,15 +155,30 @@ async def _provision(settings: Settings) -> None:
         client.close()
 
 
-async def _dlq(settings: Settings, args: argparse.Namespace) -> None:
+async def _dlq(settings: Settings, args: argparse.Namespace) -> int:
+    """0 once done; 128 + the signal's number when a signal stopped it early (after the
+    batch in hand: a redrive stopped between a send and its delete would leave copies in
+    both queues, and the next redrive would move the DLQ's again)."""
+    stop, stopped_by = asyncio.Event(), []
+    loop = asyncio.get_running_loop()
+    signals = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+
+    def stopping(signum: signal.Signals) -> None:
+        stopped_by.append(signum)
+        stop.set()
+        for each in signals:  # a second signal acts at once, as it would by default
+            loop.remove_signal_handler(each)
+
+    for signum in signals:
+        loop.add_signal_handler(signum, stopping, signum)
     client = make_client(settings)
     try:
         queues = await resolve(client, settings)
         if args.dlq_command == "peek":
-            for letter in await dlq.peek(client, queues.dead_letter_url, args.limit):
+            for letter in await dlq.peek(client, queues.dead_letter_url, args.limit, stop):
                 print(json.dumps(letter.as_json()))
         else:
-            result = await dlq.redrive(client, queues.dead_letter_url, queues.url, args.limit)
+            result = await dlq.redrive(client, queues.dead_letter_url, queues.url, args.limit, stop)
             source = settings.dead_letter_queue_name
             print(f"moved {result.moved} message(s) from {source} to {settings.queue}")
             if result.came_back:
@@ -172,6 +188,10 @@ async def _dlq(settings: Settings, args: argparse.Namespace) -> None:
                 )
     finally:
         client.close()
+    if not stopped_by:
+        return 0
+    _fail(f"stopped by {stopped_by[0].name}; the rest stays in the dead-letter queue")
+    return 128 + stopped_by[0]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -195,7 +215,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.command == "provision":
             asyncio.run(_provision(settings))
         elif args.command == "dlq":
-            asyncio.run(_dlq(settings, args))
+            return asyncio.run(_dlq(settings, args))
     except (ConfigurationError, StartupError, HealthPortUnavailable, QueueMisconfigured) as error:
         return _fail(str(error))
     except CrtCannotServe as error:

@@ -9,6 +9,7 @@ rejects it again, the same run leaves it in the DLQ instead of moving it back.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from dataclasses import dataclass
 from typing import Any, Final
@@ -75,11 +76,15 @@ async def _receive(client: SQSClient, dlq_url: str, room: int) -> list[RawMessag
     )
 
 
-async def peek(client: SQSClient, dlq_url: str, limit: int) -> list[DeadLetter]:
-    """Up to `limit` dead letters, left in the DLQ (visible again when this returns)."""
+async def peek(
+    client: SQSClient, dlq_url: str, limit: int, stop: asyncio.Event | None = None
+) -> list[DeadLetter]:
+    """Up to `limit` dead letters, left in the DLQ (visible again when this returns);
+    fewer once `stop` is set."""
+    stop = stop or asyncio.Event()
     seen: list[RawMessage] = []
     try:
-        while len(seen) < limit:
+        while len(seen) < limit and not stop.is_set():
             batch = await _receive(client, dlq_url, limit - len(seen))
             if not batch:
                 break
@@ -98,12 +103,21 @@ class Redrive:
     came_back: int
 
 
-async def redrive(client: SQSClient, dlq_url: str, queue_url: str, limit: int) -> Redrive:
+async def redrive(
+    client: SQSClient,
+    dlq_url: str,
+    queue_url: str,
+    limit: int,
+    stop: asyncio.Event | None = None,
+) -> Redrive:
     """Move up to `limit` dead letters back to the main queue, each at most once.
 
     A second copy of a message already moved in this run is deleted, not sent again;
-    a message this run moved that comes back is left where it is.
+    a message this run moved that comes back is left where it is. Once `stop` is set
+    (a signal), the batch in hand is finished (sent, then deleted: stopped between the
+    two, it would be in both queues) and nothing more is received.
     """
+    stop = stop or asyncio.Event()
     run = uuid.uuid4().hex
     fifo = is_fifo(queue_url)
     moved = 0
@@ -111,7 +125,7 @@ async def redrive(client: SQSClient, dlq_url: str, queue_url: str, limit: int) -
     came_back: dict[str, RawMessage] = {}
     not_moved: list[RawMessage] = []  # handed back at the end, visible again at once
     try:
-        while moved < limit:
+        while moved < limit and not stop.is_set():
             batch = await _receive(client, dlq_url, limit - moved)
             if not batch:
                 break

@@ -16,7 +16,7 @@ import os
 import re
 from dataclasses import dataclass
 from typing import Final, Literal
-from urllib.parse import urlparse
+from urllib.parse import unquote, urlparse
 
 Protocol = Literal["http/protobuf", "grpc"]
 
@@ -31,8 +31,15 @@ DEFAULT_ENDPOINTS: Final[dict[Protocol, str]] = {
     "grpc": "http://localhost:4317",
 }
 INSTANCE_ID: Final = "service.instance.id"
-# A header as OTEL_EXPORTER_OTLP_HEADERS spells it: `name=value`, the name an HTTP token.
-_HEADER = re.compile(r"[ \t]*[!#-'*+\-.0-9A-Z^-z|~]+[ \t]*=.*")
+# A header as OTEL_EXPORTER_OTLP_HEADERS spells it (the specification's W3C baggage
+# form): `name=value`, the name an HTTP token, the value percent-encoded UTF-8. The SDK
+# also takes a value with spaces as it is, not decoded; it drops any other entry with a
+# warning of its own, and the export then goes without it.
+_NAME = r"[!#-'*+\-.0-9A-Z^-z|~]+"
+_ENCODED_HEADER = re.compile(rf"[ \t]*{_NAME}[ \t]*=[ \t]*([!#-+\--:<-\[\]-~]*)[ \t]*")
+_PLAIN_HEADER = re.compile(rf"[ \t]*{_NAME}[ \t]*=[ \t]*[ !#-+\--:<-\[\]-~]*[ \t]*")
+# What an HTTP header or gRPC metadata value can carry: visible ASCII, spaces and tabs.
+_SENDABLE = re.compile(r"[\t -~]*")
 # Variables for signals or mechanisms the worker does not have: each would be ignored.
 _NOT_SUPPORTED: Final = (
     (re.compile(r"OTEL_EXPORTER_OTLP_TRACES_\w+"), "the worker exports no traces"),
@@ -75,10 +82,23 @@ def http_url(text: str) -> str:
 
 
 def headers(text: str) -> str:
-    """OTEL_EXPORTER_OTLP_[METRICS_]HEADERS: `name=value` pairs, comma-separated."""
+    """OTEL_EXPORTER_OTLP_[METRICS_]HEADERS: `name=value` pairs, comma-separated, each one
+    the SDK sends: not dropped by its reading, and decoded to a value a request carries."""
     for entry in re.split(r"[ \t]*,[ \t]*", text):
-        if entry and not _HEADER.fullmatch(entry):
-            raise ValueError(f"{entry!r} is not a name=value header")
+        if not entry:
+            continue
+        encoded = _ENCODED_HEADER.fullmatch(entry.strip())
+        if encoded is None and not _PLAIN_HEADER.fullmatch(entry.strip()):
+            raise ValueError(
+                f"{entry!r} is not a name=value header the SDK would send: a value holds "
+                "printable ASCII but for '\"', ',', ';' and '\\' (percent-encode those and "
+                "any other character, e.g. %3B for ';')"
+            )
+        if encoded is not None and not _SENDABLE.fullmatch(unquote(encoded[1])):
+            raise ValueError(
+                f"{entry!r} decodes to a value an HTTP header cannot carry (control or "
+                "non-ASCII characters)"
+            )
     return text
 
 

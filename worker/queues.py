@@ -3,15 +3,18 @@
 `run`, `provision` and `dlq` refuse a pair that cannot work, each with one line and
 before any message moves: a DLQ that is the queue itself (every reject would be
 copied back onto the queue forever), a DLQ that does not exist (every reject would
-back off forever), or a FIFO queue paired with a standard one (SQS refuses every copy,
-and its own redrive would move messages without their reason).
+back off forever), a FIFO queue paired with a standard one (SQS refuses every copy,
+and its own redrive would move messages without their reason), or a queue URL in
+another region than the one SQS is reached in (where it does not exist).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import re
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 from .faststream_sqs import QueueNotFound, SQSClient, is_fifo
 from .settings import Settings
@@ -49,9 +52,46 @@ def check_names(settings: Settings) -> None:
         )
 
 
+def check_regions(settings: Settings, region: str | None) -> None:
+    """A queue URL names its region; every call goes to `region`'s SQS (boto3 routes by
+    its own region, never by the URL in the request), where a queue of another region
+    does not exist."""
+    for variable, queue in (
+        ("SQS_QUEUE_URL", settings.sqs_queue_url),
+        ("DLQ_QUEUE_NAME", settings.dead_letter_queue_name),
+    ):
+        named = region_of(queue) if queue else None
+        if named is not None and region is not None and named != region:
+            raise QueueMisconfigured(
+                f"{variable}={queue} is a queue in {named}, but SQS is reached in {region} "
+                f"(AWS_REGION, or the profile's region), where it does not exist: the worker "
+                f"reaches one region; set AWS_REGION={named}"
+            )
+
+
+# A region as AWS names them: us-east-1, eu-central-2, us-gov-west-1, cn-north-1.
+_REGION = re.compile(r"[a-z]{2}(-[a-z]+)+-\d+")
+_AWS_DOMAINS = (".amazonaws.com", ".amazonaws.com.cn", ".api.aws")
+# SQS's legacy host names without a region: us-east-1's.
+_LEGACY_HOSTS = ("queue.amazonaws.com", "sqs.amazonaws.com")
+
+
+def region_of(queue: str) -> str | None:
+    """The AWS region an SQS queue URL names (sqs.eu-west-1.amazonaws.com,
+    eu-west-1.queue.amazonaws.com, a VPC endpoint's host); None for a name, or a URL
+    that is not AWS's (an emulator)."""
+    host = (urlsplit(queue).hostname or "") if "://" in queue else ""
+    if host in _LEGACY_HOSTS:
+        return "us-east-1"
+    if not host.endswith(_AWS_DOMAINS):
+        return None
+    return next((label for label in host.split(".") if _REGION.fullmatch(label)), None)
+
+
 async def resolve(client: SQSClient, settings: Settings) -> Queues:
     """Both URLs, once both queues are known to exist and to make a pair."""
     check_names(settings)
+    check_regions(settings, client.region)
     url = await _existing(client, settings.queue, "queue")
     dead_letter_url = await _existing(client, settings.dead_letter_queue_name, "dead-letter queue")
     if dead_letter_url == url:
@@ -88,10 +128,11 @@ async def provision(client: SQSClient, settings: Settings) -> Queues:
     """Create the DLQ and the queue (idempotent); point the queue's redrive at the DLQ.
     A name ending in `.fifo` makes a FIFO pair, with content-based deduplication."""
     check_names(settings)
+    check_regions(settings, client.region)
     queue_name = _last_segment(settings.queue)  # SQS_QUEUE_URL, when set, names it
     kind = _fifo_attributes(queue_name)
     dead_letters = settings.dead_letter_queue_name
-    if "://" in dead_letters:  # elsewhere (another account or region): it must exist
+    if "://" in dead_letters:  # elsewhere (another account): it must exist
         dlq_url = await _existing(client, dead_letters, "dead-letter queue")
     else:
         dlq_url = await client.create_queue(dead_letters, kind)

@@ -85,7 +85,7 @@ class Settings(BaseSettings):
 
     sqs_queue_name: str = "hands-on-interview"
     sqs_queue_url: str | None = None
-    # A name, or the URL of a queue elsewhere (another account or region).
+    # A name, or the URL of a queue elsewhere (another account, in the same region).
     dlq_queue_name: str | None = None
     sqs_visibility_timeout: Annotated[int, Field(le=MAX_VISIBILITY_TIMEOUT)] = (
         DEFAULT_VISIBILITY_TIMEOUT

@@ -12,6 +12,7 @@ extrapolates to fractions.
 
 from __future__ import annotations
 
+import math
 import re
 import threading
 import time
@@ -33,7 +34,7 @@ MAX_ANSWER_BYTES: Final = 16 * 1024 * 1024
 
 class _Sample(BaseModel):
     metric: dict[str, str]
-    value: tuple[float, str]
+    value: tuple[float, str]  # Prometheus writes the value as text (NaN, +Inf too)
 
 
 class _Data(BaseModel):
@@ -62,9 +63,12 @@ def fleet_total_query(metric: str, since: str) -> str:
     return f"sum by (event_type) (max_over_time({metric}[{since}]))"
 
 
-def _query(prometheus: str, promql: str, timeout: float) -> dict[str, float]:
-    """One instant query, answered within `timeout` seconds in all, or one line why not."""
-    url = f"{prometheus.rstrip('/')}/api/v1/query?" + urllib.parse.urlencode({"query": promql})
+def _query(prometheus: str, promql: str, at: float, timeout: float) -> list[_Sample]:
+    """One instant query evaluated at `at` (Unix seconds), answered within `timeout`
+    seconds in all, or one line why not."""
+    url = f"{prometheus.rstrip('/')}/api/v1/query?" + urllib.parse.urlencode(
+        {"query": promql, "time": f"{at:.3f}"}
+    )
     outcome: list[bytes | StatsUnavailable] = []
     # The deadline covers the whole exchange: a socket timeout only bounds each read,
     # and a server dripping a byte at a time never trips it.
@@ -83,9 +87,54 @@ def _query(prometheus: str, promql: str, timeout: float) -> dict[str, float]:
         raise StatsUnavailable(f"{prometheus} did not answer like Prometheus") from None
     if answer.status != "success" or answer.data is None:
         raise StatsUnavailable(f"Prometheus refused the query: {answer.error or answer.status}")
-    return {
-        sample.metric.get("event_type", ""): float(sample.value[1]) for sample in answer.data.result
-    }
+    return answer.data.result
+
+
+def _by_type(prometheus: str, samples: list[_Sample]) -> dict[str, str]:
+    """Each sample's value by its event type: one per type, as `sum by (event_type)`
+    answers."""
+    values: dict[str, str] = {}
+    for sample in samples:
+        event_type = sample.metric.get("event_type")
+        if event_type is None:
+            raise StatsUnavailable(
+                f"Prometheus at {prometheus} answered a series without an event_type label"
+            )
+        if event_type in values:
+            raise StatsUnavailable(f"Prometheus at {prometheus} answered type {event_type!r} twice")
+        values[event_type] = sample.value[1]
+    return values
+
+
+def _count(prometheus: str, event_type: str, text: str) -> int:
+    """A total count: a finite, whole, non-negative number. Anything else (NaN, an
+    infinity, a fraction) means the answer is not the fleet's total: printed, it would
+    pass for one."""
+    number = _number(text)
+    if number is None or number < 0 or not number.is_integer():
+        raise StatsUnavailable(
+            f"Prometheus at {prometheus} answered {text!r} events of type {event_type!r}: "
+            "not a count"
+        )
+    return int(number)
+
+
+def _sum(prometheus: str, event_type: str, text: str) -> float:
+    number = _number(text)
+    if number is None:
+        raise StatsUnavailable(
+            f"Prometheus at {prometheus} answered a sum of {text!r} for type {event_type!r}: "
+            "not a finite number"
+        )
+    return number
+
+
+def _number(text: str) -> float | None:
+    try:
+        number = float(text)
+    except ValueError:
+        return None
+    return number if math.isfinite(number) else None
 
 
 def _fetch(prometheus: str, url: str, timeout: float) -> bytes | StatsUnavailable:
@@ -112,13 +161,34 @@ def _fetch(prometheus: str, url: str, timeout: float) -> bytes | StatsUnavailabl
         return StatsUnavailable(f"Prometheus at {prometheus} is unreachable: {reason}")
 
 
-def fleet_summary(prometheus: str, since: str, timeout: float = 10.0) -> list[str]:
-    """The seed's summary for every process that reported within `since`."""
-    counts = _query(prometheus, fleet_total_query(COUNT_METRIC, since), timeout)
+def fleet_summary(
+    prometheus: str, since: str, timeout: float = 10.0, at: float | None = None
+) -> list[str]:
+    """The seed's summary for every process that reported within `since` before `at`
+    (now by default). Counts and sums are read at that one instant: read at two, a worker
+    exporting between the queries would make a count and its sum disagree."""
+    at = time.time() if at is None else at
+    counts = _by_type(
+        prometheus, _query(prometheus, fleet_total_query(COUNT_METRIC, since), at, timeout)
+    )
     if not counts:
         raise StatsUnavailable(
             f"Prometheus at {prometheus} has no {COUNT_METRIC} samples in the last {since}"
         )
-    sums = _query(prometheus, fleet_total_query(SUM_METRIC, since), timeout)
-    rows = [(event_type, round(n), sums.get(event_type, 0.0)) for event_type, n in counts.items()]
+    sums = _by_type(
+        prometheus, _query(prometheus, fleet_total_query(SUM_METRIC, since), at, timeout)
+    )
+    rows = []
+    for event_type, count in counts.items():
+        if event_type not in sums:
+            raise StatsUnavailable(
+                f"Prometheus at {prometheus} answered a count but no sum for type {event_type!r}"
+            )
+        rows.append(
+            (
+                event_type,
+                _count(prometheus, event_type, count),
+                _sum(prometheus, event_type, sums[event_type]),
+            )
+        )
     return summary_lines(rows)

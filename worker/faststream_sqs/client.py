@@ -53,7 +53,6 @@ from .records import (
 )
 
 if TYPE_CHECKING:
-    from botocore.awsrequest import AWSResponse
     from botocore.model import OperationModel
     from mypy_boto3_sqs.client import SQSClient as Boto3SQSClient
     from mypy_boto3_sqs.literals import MessageSystemAttributeNameType
@@ -255,7 +254,7 @@ class SQSClient:
         self._boto: Boto3SQSClient = session.client(
             "sqs", endpoint_url=connection.endpoint_url, config=config
         )
-        self._boto.meta.events.register("after-call.sqs", _judge_answer)
+        self._boto.meta.events.register("before-parse.sqs", _judge_answer)
         self._lanes = {
             lane: ThreadPoolExecutor(max_workers=size, thread_name_prefix=f"sqs-{lane}")
             for lane, size in sizes.items()
@@ -274,6 +273,12 @@ class SQSClient:
     @property
     def endpoint_url(self) -> str:
         return str(self._boto.meta.endpoint_url)
+
+    @property
+    def region(self) -> str | None:
+        """The region every call is signed for and sent to (None: boto3 has none)."""
+        region: str | None = self._boto.meta.region_name
+        return region
 
     async def _call(
         self, lane: Lane, func: Callable[..., T], /, *, deadline: float | None = None, **kwargs: Any
@@ -510,13 +515,15 @@ def _entry(entry_id: str, message: OutgoingMessage) -> dict[str, Any]:
 
 
 def _judge_answer(
-    http_response: AWSResponse, parsed: Mapping[str, Any], model: OperationModel, **_: Any
+    operation_model: OperationModel, response_dict: Mapping[str, Any], **_: Any
 ) -> None:
-    """botocore's `after-call` hook: a 2xx counts only with SQS's JSON object as its body."""
-    status = http_response.status_code
+    """botocore's `before-parse` hook: a 2xx counts only with SQS's JSON object, in SQS's
+    shapes, as its body; judged before botocore's parser reads it (which raises on some
+    odd shapes, and reads a body that is not JSON as an empty answer)."""
+    status = int(response_dict["status_code"])
     if 200 <= status < 300:  # otherwise botocore raises ClientError next
-        content_type = str(http_response.headers.get("content-type", ""))
-        judge(model.name, status, content_type, http_response.content)
+        content_type = str(response_dict["headers"].get("content-type", ""))
+        judge(operation_model.name, status, content_type, response_dict["body"])
 
 
 def _crt_transport(
