@@ -77,12 +77,15 @@ def raw_loop(sqs: Any, queue_url: str, totals: Totals) -> None:
 
 
 class CrtSQS:
-    """One thread's connection: a call is a signed POST and its whole answer, parsed."""
+    """One thread's connection: a call is a signed POST and its whole answer, parsed.
+    A connection the server closed (moto closes its idle ones) is opened again, as
+    boto3's pool would."""
 
     def __init__(self, endpoint: str) -> None:
         url = urlsplit(endpoint)
         self._host = f"{url.hostname}:{url.port}"
-        self._connection = http.HttpClientConnection.new(url.hostname, url.port).result()
+        self._address = (str(url.hostname), int(url.port or 80))
+        self._connection = self._connect()
         self._credentials = auth.AwsCredentialsProvider.new_static("bench", "bench")
 
     def call(self, operation: str, params: dict[str, Any]) -> Any:
@@ -101,12 +104,17 @@ class CrtSQS:
         )
         auth.aws_sign_request(request, config).result()
         chunks: list[bytes] = []
+        if not self._connection.is_open():
+            self._connection = self._connect()
         stream = self._connection.request(request, on_body=lambda chunk, **_: chunks.append(chunk))
         stream.activate()
         status = stream.completion_future.result()
         if status != 200:
             raise RuntimeError(f"{operation}: HTTP {status}")
         return json.loads(b"".join(chunks))
+
+    def _connect(self) -> http.HttpClientConnection:
+        return http.HttpClientConnection.new(*self._address).result()
 
 
 def raw_crt_loop(endpoint: str, queue_url: str, totals: Totals) -> None:
