@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import subprocess
 import sys
 import threading
@@ -164,6 +165,9 @@ def local_sqs() -> Iterator[str]:
     from moto.server import ThreadedMotoServer
 
     _patch_moto()
+    # werkzeug logs every request at INFO through a handler of its own when nothing else
+    # configured its logger: in this process that is a line per SQS call on stderr.
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()
