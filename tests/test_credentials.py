@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import boto3
@@ -24,6 +22,7 @@ from botocore.exceptions import ClientError
 
 from tests.answers import AnsweringProxy
 from tests.fleet import Rig, audit, provision, stop, valid_only, wait_until
+from tests.local_http import LocalHTTPServer, QuietHandler
 from tests.otlp import OTLPReceiver
 from tests.sqs import depth, send_bodies
 from tests.support import Env, nps_worker
@@ -46,37 +45,24 @@ class CredentialsEndpoint:
         self.asked = 0
         endpoint = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             def do_GET(self) -> None:
                 endpoint.asked += 1
                 expires = datetime.now(UTC) + timedelta(minutes=11)
-                body = json.dumps(
+                self.send_json(
                     {
                         "AccessKeyId": endpoint.keys[0],
                         "SecretAccessKey": endpoint.keys[1],
                         "Token": endpoint.keys[2],
                         "Expiration": expires.strftime("%Y-%m-%dT%H:%M:%SZ"),
                     }
-                ).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+                )
 
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_address[1]}/v2/credentials"
+        self._server = LocalHTTPServer(Handler)
+        self.url = f"{self._server.url}/v2/credentials"
 
     def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        self._server.close()
 
 
 @pytest.fixture

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -23,6 +25,40 @@ def soak(*values: str) -> Any:
     return pytest.param(*values, marks=pytest.mark.soak)
 
 
+@dataclass
+class Held:
+    """25 events held by a worker whose checkpoints are not stored."""
+
+    sqs: Any
+    queue_url: str
+    worker: subprocess.Popen[str]
+
+    def drain_and_stop(self) -> str:
+        """Once the receiver stores again: the queue drains; the worker's stderr."""
+        wait_until(lambda: depth(self.sqs, self.queue_url) == (0, 0), 30, "the queue to drain")
+        code, _, stderr = stop(self.worker, 30)
+        assert code == 0, stderr
+        return stderr
+
+
+def held_through(
+    env: dict[str, str],
+    sqs_endpoint: str,
+    receiver: OTLPReceiver | GrpcOTLPReceiver,
+    checkpoints: int,
+) -> Held:
+    """A worker started on 25 events; `checkpoints` more attempts later, none deleted."""
+    queue_url, _ = provision(env)
+    sqs = sqs_client(sqs_endpoint)
+    send_bodies(sqs, queue_url, [EVENT] * 25)
+    worker = nps_worker("run", env=env)
+    wait_until(lambda: depth(sqs, queue_url) == (0, 25), 30, "all 25 to be held")
+    seen = receiver.attempts
+    wait_until(lambda: receiver.attempts >= seen + checkpoints, 60, "failed checkpoints")
+    assert depth(sqs, queue_url) == (0, 25), "deleted on an answer that stored nothing"
+    return Held(sqs, queue_url, worker)
+
+
 @pytest.mark.parametrize(
     ("answer", "reason"),
     [
@@ -41,22 +77,12 @@ def soak(*values: str) -> Any:
 def test_an_answer_that_is_not_stored_holds_every_message_and_says_why_once(
     worker_env: Env, sqs_endpoint: str, otlp: OTLPReceiver, answer: str, reason: str
 ) -> None:
-    env = worker_env.values
-    queue_url, _ = provision(env)
-    sqs = sqs_client(sqs_endpoint)
-    send_bodies(sqs, queue_url, [EVENT] * 25)
     otlp.answer = answer
-    worker = nps_worker("run", env=env)
-    wait_until(lambda: depth(sqs, queue_url) == (0, 25), 30, "all 25 to be held")
-    seen = otlp.attempts
-    wait_until(lambda: otlp.attempts >= seen + 2, 30, "two more checkpoints")
-    assert depth(sqs, queue_url) == (0, 25), "deleted on an answer that stored nothing"
+    held = held_through(worker_env.values, sqs_endpoint, otlp, checkpoints=2)
     assert otlp.fleet_totals("nps.events", "event.type") == {}
 
     otlp.answer = "stored"
-    wait_until(lambda: depth(sqs, queue_url) == (0, 0), 30, "the queue to drain")
-    code, _, stderr = stop(worker, 30)
-    assert code == 0, stderr
+    stderr = held.drain_and_stop()
     assert otlp.fleet_totals("nps.events", "event.type") == {"purchase": 25}
     warnings = [line for line in stderr.splitlines() if NOT_STORED in line]
     assert len(warnings) == 1, stderr
@@ -73,19 +99,10 @@ def test_a_grpc_partial_success_is_not_stored(
     env = worker_env.with_(
         OTEL_EXPORTER_OTLP_PROTOCOL="grpc", OTEL_EXPORTER_OTLP_ENDPOINT=grpc_otlp.endpoint
     )
-    queue_url, _ = provision(env)
-    sqs = sqs_client(sqs_endpoint)
-    send_bodies(sqs, queue_url, [EVENT] * 25)
-    worker = nps_worker("run", env=env)
-    wait_until(lambda: depth(sqs, queue_url) == (0, 25), 30, "all 25 to be held")
-    seen = grpc_otlp.attempts
-    wait_until(lambda: grpc_otlp.attempts >= seen + 2, 30, "two more checkpoints")
-    assert depth(sqs, queue_url) == (0, 25)
+    held = held_through(env, sqs_endpoint, grpc_otlp, checkpoints=2)
 
     grpc_otlp.partial = False
-    wait_until(lambda: depth(sqs, queue_url) == (0, 0), 30, "the queue to drain")
-    code, _, stderr = stop(worker, 30)
-    assert code == 0, stderr
+    stderr = held.drain_and_stop()
     assert grpc_otlp.fleet_totals("nps.events", "event.type") == {"purchase": 25}
     assert stderr.count(NOT_STORED) == 1, stderr
     assert "points rejected: " in stderr
@@ -113,19 +130,10 @@ def test_the_collectors_grpc_errors_hold_every_message_and_are_retried(
     env = worker_env.with_(
         OTEL_EXPORTER_OTLP_PROTOCOL="grpc", OTEL_EXPORTER_OTLP_ENDPOINT=grpc_otlp.endpoint
     )
-    queue_url, _ = provision(env)
-    sqs = sqs_client(sqs_endpoint)
-    send_bodies(sqs, queue_url, [EVENT] * 25)
-    worker = nps_worker("run", env=env)
-    wait_until(lambda: depth(sqs, queue_url) == (0, 25), 30, "all 25 to be held")
-    seen = grpc_otlp.attempts
-    wait_until(lambda: grpc_otlp.attempts >= seen + attempts, 60, "a failed checkpoint")
-    assert depth(sqs, queue_url) == (0, 25)
+    held = held_through(env, sqs_endpoint, grpc_otlp, checkpoints=attempts)
 
     grpc_otlp.error = None
-    wait_until(lambda: depth(sqs, queue_url) == (0, 0), 30, "the queue to drain")
-    code, _, stderr = stop(worker, 30)
-    assert code == 0, stderr
+    stderr = held.drain_and_stop()
     assert grpc_otlp.fleet_totals("nps.events", "event.type") == {"purchase": 25}
     assert stderr.count(NOT_STORED) == 1, stderr
     assert reason in stderr

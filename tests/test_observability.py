@@ -14,16 +14,15 @@ import math
 import re
 import subprocess
 import sys
-import threading
 import time
 import urllib.parse
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
+from tests.local_http import LocalHTTPServer, QuietHandler
 from tests.manifests import readme_variables, services
 from tests.promtool import prometheus_server, promtool
 from tests.support import ROOT, free_port, run_cli
@@ -494,7 +493,7 @@ class HostileServer:
     """Answers every GET the way `behaviour` says: wrongly shaped, slow, or endless."""
 
     def __init__(self, behaviour: str) -> None:
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             def do_GET(self) -> None:
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
@@ -517,17 +516,11 @@ class HostileServer:
                         for _ in range(400):
                             self.wfile.write(chunk)
 
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+        self._server = LocalHTTPServer(Handler)
+        self.url = self._server.url
 
     def close(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        self._server.close()
 
 
 @pytest.mark.parametrize(
@@ -557,31 +550,20 @@ class AnsweringPrometheus:
     `time` is the evaluation time the query asked for (None: Prometheus's own now)."""
 
     def __init__(self, answer: Any) -> None:
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             def do_GET(self) -> None:
                 asked = urllib.parse.parse_qs(urllib.parse.urlsplit(self.path).query)
                 at = asked.get("time")
                 rows = answer(asked["query"][0], float(at[0]) if at else None)
-                body = json.dumps(
+                self.send_json(
                     {"status": "success", "data": {"resultType": "vector", "result": rows}}
-                ).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+                )
 
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+        self._server = LocalHTTPServer(Handler)
+        self.url = self._server.url
 
     def close(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        self._server.close()
 
 
 def stats_against(
