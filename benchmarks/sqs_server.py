@@ -11,9 +11,9 @@ import json
 import sys
 import threading
 from collections import Counter
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from tests.local_http import LocalHTTPServer, QuietHandler
 from worker.dev.local_sqs import local_sqs
 
 COUNTED = (
@@ -74,24 +74,14 @@ def _count_calls(tally: Tally) -> None:
 def main() -> None:
     tally = Tally()
 
-    class Stats(BaseHTTPRequestHandler):
+    class Stats(QuietHandler):
         def do_GET(self) -> None:
-            body = json.dumps(tally.snapshot()).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+            self.send_json(tally.snapshot())
 
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    stats = ThreadingHTTPServer(("127.0.0.1", 0), Stats)
-    threading.Thread(target=stats.serve_forever, daemon=True).start()
+    stats = LocalHTTPServer(Stats)
     with local_sqs() as endpoint:
         _count_calls(tally)  # after local_sqs's own patches, so they are counted once
-        stats_url = f"http://127.0.0.1:{stats.server_address[1]}"
-        print(json.dumps({"endpoint": endpoint, "stats": stats_url}), flush=True)
+        print(json.dumps({"endpoint": endpoint, "stats": stats.url}), flush=True)
         sys.stdin.read()  # until the benchmark closes our stdin
 
 
