@@ -21,6 +21,7 @@ from tests.sqs import sqs_client
 from tests.support import Env, run_cli
 from worker.faststream_sqs import (
     CrtCannotServe,
+    DeleteOutcome,
     RawMessage,
     SQSClient,
     SQSConnection,
@@ -201,7 +202,7 @@ def test_both_report_the_same_outcome_for_each_delete_entry(
         first, second = (m.receipt_handle for m in batch)
         # One to delete; one deleted, then a stale receipt; one malformed.
         await sqs.delete(queue_url, [second])
-        refused = await sqs.delete(queue_url, [first, second, "not-a-receipt-handle"])
+        refused = (await sqs.delete(queue_url, [first, second, "not-a-receipt-handle"])).refused
         return [first in refused, second in refused, "not-a-receipt-handle" in refused]
 
     crt, boto = on_both(endpoint, delete)
@@ -216,7 +217,7 @@ def test_a_missing_queue_is_the_same_error(endpoint: str) -> None:
     async def receive(sqs: SQSClient) -> list[RawMessage]:
         return await sqs.receive(missing, max_messages=10, wait_seconds=0, visibility_timeout=30)
 
-    async def delete(sqs: SQSClient) -> list[str]:
+    async def delete(sqs: SQSClient) -> DeleteOutcome:
         return await sqs.delete(missing, ["handle"])
 
     for call in (receive, delete):

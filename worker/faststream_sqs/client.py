@@ -35,6 +35,7 @@ from .judging import (
     SQS_CONTENT_TYPE,
     SQSAnswerNotUnderstood,
     SQSCallTimedOut,
+    failed_by_sqs,
     field,
     judge,
     media_type,
@@ -44,6 +45,7 @@ from .judging import (
 from .limits import DEFAULT_READ_TIMEOUT, MAX_BATCH_BYTES, MAX_BATCH_ENTRIES
 from .records import (
     AttributeValue,
+    DeleteOutcome,
     OutgoingMessage,
     QueueDepth,
     RawMessage,
@@ -61,6 +63,7 @@ __all__ = (
     "SQS_CONTENT_TYPE",
     "AttributeValue",
     "CrtCannotServe",
+    "DeleteOutcome",
     "OutgoingMessage",
     "QueueDepth",
     "RawMessage",
@@ -71,6 +74,7 @@ __all__ = (
 )
 
 T = TypeVar("T")
+R = TypeVar("R")
 
 # What every received message carries besides its body (SQS sends only what is asked).
 RECEIVED_ATTRIBUTES: Final[list[MessageSystemAttributeNameType]] = [
@@ -434,11 +438,12 @@ class SQSClient:
 
     async def delete(
         self, queue_url: str, receipt_handles: Sequence[str], *, lane: Lane = "delete"
-    ) -> list[str]:
-        """Delete in batches of 10, concurrently; return the receipt handles SQS refused.
-        Raises if any batch's outcome is unknown (its messages may or may not be gone)."""
+    ) -> DeleteOutcome:
+        """Delete in batches of 10, concurrently; return the receipt handles SQS refused
+        and those it failed to delete by its own fault. Raises if any batch's outcome is
+        unknown (its messages may or may not be gone)."""
 
-        async def batch(chunk: Sequence[str]) -> list[str]:
+        async def batch(chunk: Sequence[str]) -> list[tuple[str, bool]]:
             entries = [{"Id": str(i), "ReceiptHandle": h} for i, h in enumerate(chunk)]
             response = await self._hot(
                 lane,
@@ -447,9 +452,18 @@ class SQSClient:
                 {"QueueUrl": queue_url, "Entries": entries},
             )
             outcomes = per_entry("DeleteMessageBatch", len(chunk), response)
-            return [chunk[i] for i, failure in enumerate(outcomes) if failure is not None]
+            sqs_fault = failed_by_sqs("DeleteMessageBatch", response)
+            return [
+                (chunk[i], str(i) in sqs_fault)
+                for i, failure in enumerate(outcomes)
+                if failure is not None
+            ]
 
-        return await _each_chunk(batch, receipt_handles)
+        undone = await _each_chunk(batch, receipt_handles)
+        return DeleteOutcome(
+            refused=[handle for handle, sqs_fault in undone if not sqs_fault],
+            failed=[handle for handle, sqs_fault in undone if sqs_fault],
+        )
 
     async def change_visibility(
         self, queue_url: str, changes: Sequence[VisibilityChange], *, lane: Lane = "release"
@@ -551,8 +565,8 @@ def _crt_transport(
 
 
 async def _each_chunk(
-    call: Callable[[Sequence[T]], Awaitable[list[str]]], items: Sequence[T]
-) -> list[str]:
+    call: Callable[[Sequence[T]], Awaitable[list[R]]], items: Sequence[T]
+) -> list[R]:
     """`call` on every full batch at once (the lane bounds how many run); failures joined."""
     step = MAX_BATCH_ENTRIES
     results = await asyncio.gather(*(call(items[i : i + step]) for i in range(0, len(items), step)))
