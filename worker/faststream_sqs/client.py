@@ -553,6 +553,9 @@ def _crt_transport(
         return None
     try:
         route = route_of(client, ca_bundle=session.get_config_variable("ca_bundle"))
+        return CrtSQS(
+            client, session.get_credentials(), user_agent=f"{user_agent} awscrt", route=route
+        )
     except CrtCannotServe as error:
         if transport == "crt":
             raise
@@ -561,7 +564,6 @@ def _crt_transport(
             error,
         )
         return None
-    return CrtSQS(client, session.get_credentials(), user_agent=f"{user_agent} awscrt", route=route)
 
 
 async def _each_chunk(
