@@ -28,7 +28,7 @@ import boto3
 import botocore
 import botocore.session
 from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import BotoCoreError, ClientError, InvalidConfigError
 
 from .crt import CrtCannotServe, CrtSQS, operation_name, route_of
 from .judging import (
@@ -55,6 +55,7 @@ from .records import (
 )
 
 if TYPE_CHECKING:
+    from botocore.config import _RetryDict
     from botocore.model import OperationModel
     from mypy_boto3_sqs.client import SQSClient as Boto3SQSClient
     from mypy_boto3_sqs.literals import MessageSystemAttributeNameType
@@ -237,18 +238,17 @@ class SQSClient:
         user_agent = (
             f"{connection.user_agent} Boto3/{boto3.__version__} botocore/{botocore.__version__}"
         )
+        core = botocore.session.Session()
         config = Config(
             max_pool_connections=sum(sizes.values()),
             read_timeout=connection.read_timeout,
             connect_timeout=CONNECT_TIMEOUT_SECONDS,
-            # The loops own backoff; botocore's own retries would hide outages.
-            retries={"max_attempts": 2, "mode": "standard"},
+            retries=_retries(core),
             user_agent=user_agent,
             # The adapter builds every request itself, always well formed.
             parameter_validation=False,
         )
         credentials = connection.credentials or {}
-        core = botocore.session.Session()
         session = boto3.session.Session(
             botocore_session=core,
             region_name=connection.region_name,
@@ -538,6 +538,20 @@ def _judge_answer(
     if 200 <= status < 300:  # otherwise botocore raises ClientError next
         content_type = str(response_dict["headers"].get("content-type", ""))
         judge(operation_model.name, status, content_type, response_dict["body"])
+
+
+def _retries(session: botocore.session.Session) -> _RetryDict:
+    """boto3's retry settings as the user set them (AWS_RETRY_MODE, AWS_MAX_ATTEMPTS or
+    the config file's `retry_mode`, `max_attempts`); else two retries: the loops own
+    backoff, and botocore's own retries would hide outages. The mode is left to botocore
+    (its default: standard)."""
+    try:
+        max_attempts = session.get_config_variable("max_attempts")
+    except ValueError:  # botocore's int() of it
+        raise InvalidConfigError(
+            error_msg="max_attempts (AWS_MAX_ATTEMPTS or the config file's) is not a number"
+        ) from None
+    return {} if max_attempts is not None else {"max_attempts": 2}
 
 
 def _crt_transport(
