@@ -532,3 +532,26 @@ def test_a_retry_setting_boto3_refuses_stops_the_worker_in_one_line(
     assert result.returncode == 2, result.stderr
     assert result.stderr.strip().startswith(f"nps-worker: {says}"), result.stderr
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def test_an_answer_whose_length_only_its_close_tells_is_named_over_awscrt() -> None:
+    """HTTP/1.0 style (some proxies): boto3 reads the body to the connection's close;
+    awscrt reads it as empty. Before, over awscrt: "a body that is not a JSON object
+    (0 bytes)", which points nowhere; now the log names the cause and the way out."""
+
+    class CloseDelimited(QuietHandler):  # HTTP/1.0: no Content-Length, then close
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            self.send_response(200)
+            self.send_header("Content-Type", "application/x-amz-json-1.0")
+            self.end_headers()
+            self.wfile.write(b'{"Successful": [{"Id": "0"}]}')
+
+    server = LocalHTTPServer(CloseDelimited)
+    try:
+        crt, boto = on_both(server.url, lambda sqs: sqs.delete("q", ["handle"]))
+    finally:
+        server.close()
+    assert boto == DeleteOutcome(), boto
+    assert isinstance(crt, SQSAnswerNotUnderstood), crt
+    assert "no Content-Length), which awscrt cannot read; SQS_TRANSPORT=boto3 can" in str(crt)

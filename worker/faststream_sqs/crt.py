@@ -49,7 +49,7 @@ from botocore.parsers import create_parser
 from botocore.utils import get_environ_proxies
 
 from . import retries
-from .judging import SQS_CONTENT_TYPE, judge
+from .judging import SQS_CONTENT_TYPE, SQSAnswerNotUnderstood, judge
 
 if TYPE_CHECKING:
     from awscrt.auth import AwsCredentialsProvider
@@ -278,6 +278,12 @@ class CrtSQS:
             content = b"".join(exchange.chunks)
             if 200 <= status < 300:
                 self._quota.release(spent or retries.NO_RETRY_REFUND)
+                if _close_delimited(headers):
+                    raise SQSAnswerNotUnderstood(
+                        f"{operation}: HTTP {status} whose body ends where its connection "
+                        "closes (no Content-Length), which awscrt cannot read; "
+                        "SQS_TRANSPORT=boto3 can"
+                    )
                 answer = judge(operation, status, headers.get("content-type", ""), content)
                 return _with_blobs(answer) if operation == "ReceiveMessage" else answer
             error_answer = self._parse_error(operation, status, headers, content, attempt)
@@ -430,6 +436,12 @@ class CrtSQS:
                     max_workers=1, thread_name_prefix="sqs-credentials"
                 )
             return self._refresher
+
+
+def _close_delimited(headers: Mapping[str, str]) -> bool:
+    """An answer whose body runs until the connection closes (HTTP/1.0 style, from some
+    proxies): HTTP allows it, but awscrt reads such a body as empty."""
+    return "content-length" not in headers and "transfer-encoding" not in headers
 
 
 def _tls_context(ca_file: str | None) -> ClientTlsContext:
