@@ -36,6 +36,7 @@ Answer = Literal[
     "sqs_error",  # `Fault.error` in SQS's JSON (with its x-amzn-query-error), instead of SQS
     "replay",  # SQS's first answer to the operation, again: two clients read the same bytes
     "rewrite",  # SQS acts; the worker gets SQS's JSON answer as `Fault.rewrite` changed it
+    "fail_entry",  # a batch's first entry withheld from SQS and answered `Fault.entry_failure`
 ]
 ANSWERS: Final[tuple[Answer, ...]] = (
     "html",
@@ -66,6 +67,8 @@ class Fault:
     error: SQSError | None = None  # for "sqs_error"
     # For "rewrite": SQS's answer (a JSON object) -> what the worker gets instead.
     rewrite: Callable[[dict[str, Any]], dict[str, Any]] | None = None
+    # For "fail_entry": the Failed entry SQS's answer gets for the entry it never saw.
+    entry_failure: dict[str, Any] | None = None
 
 
 class AnsweringProxy:
@@ -132,6 +135,9 @@ class AnsweringProxy:
                     if 200 <= status < 300:
                         reply = json.dumps(fault.rewrite(json.loads(reply))).encode()
                     self._reply(status, content_type, reply)
+                elif answer == "fail_entry":
+                    assert fault.entry_failure is not None
+                    self._reply(*proxy._failing_first(self.path, dict(self.headers), body, fault))
                 elif answer == "replay":
                     self._reply(*proxy._replayed(operation, self.path, dict(self.headers), body))
                 elif answer == "sqs_error":
@@ -220,10 +226,30 @@ class AnsweringProxy:
                 replay = self._replays.setdefault(operation, replay)
         return replay
 
+    def _failing_first(
+        self, path: str, headers: dict[str, str], body: bytes, fault: Fault
+    ) -> tuple[int, str, bytes]:
+        """SQS acts on every entry but the first; the answer lists that one as failed."""
+        request = json.loads(body)
+        first, *rest = request["Entries"]
+        answer: dict[str, Any] = {"Successful": []}
+        if rest:
+            status, content_type, reply = self._forward(
+                path, headers, json.dumps({**request, "Entries": rest}).encode()
+            )
+            if not 200 <= status < 300:
+                return status, content_type, reply
+            answer = json.loads(reply)
+        failed = {"Id": first["Id"], **(fault.entry_failure or {})}
+        answer["Failed"] = [*answer.get("Failed", []), failed]
+        return 200, SQS_JSON, json.dumps(answer).encode()
+
     def _forward(self, path: str, headers: dict[str, str], body: bytes) -> tuple[int, str, bytes]:
         connection = http.client.HTTPConnection(*self._upstream, timeout=60)
         try:
-            wanted = {k: v for k, v in headers.items() if k.lower() not in self._dropped}
+            # http.client counts the body it sends (which "fail_entry" shortens).
+            dropped = (*self._dropped, "content-length")
+            wanted = {k: v for k, v in headers.items() if k.lower() not in dropped}
             wanted.pop("Proxy-Authorization", None)
             # A proxied request names its target in absolute form; the server wants a path.
             connection.request("POST", urlparse(path).path or "/", body=body, headers=wanted)

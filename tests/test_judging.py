@@ -15,6 +15,7 @@ from worker.faststream_sqs.client import _judge_answer, describe_error, error_ki
 from worker.faststream_sqs.dead_letters import DeadLetterAttributes
 from worker.faststream_sqs.judging import (
     SQSAnswerNotUnderstood,
+    failed_by_sqs,
     judge,
     md5,
     per_entry,
@@ -64,6 +65,17 @@ def test_a_2xx_that_is_not_sqs_json_is_not_an_answer(
 
 def test_errors_are_left_to_botocore() -> None:
     answer(500, "text/html", b"<html>Bad Gateway</html>")  # botocore raises ClientError next
+
+
+def test_only_an_entry_sqs_says_it_failed_by_its_own_fault_is_worth_another_try() -> None:
+    failed = [
+        {"Id": "0", "Code": "InternalError", "SenderFault": False},
+        {"Id": "1", "Code": "ReceiptHandleIsInvalid", "SenderFault": True},
+        {"Id": "2", "Code": "ReceiptHandleIsInvalid"},  # not said: the sender's, as before
+        {"Id": "3", "Code": "InternalError", "SenderFault": "false"},  # not SQS's JSON boolean
+    ]
+    assert failed_by_sqs("DeleteMessageBatch", {"Failed": failed}) == {"0"}
+    assert failed_by_sqs("DeleteMessageBatch", {"Successful": [{"Id": "0"}]}) == set()
 
 
 def test_every_entry_of_a_batch_must_be_accounted_for_once() -> None:

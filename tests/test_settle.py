@@ -9,10 +9,15 @@ from collections.abc import Sequence
 
 import pytest
 
-from worker.faststream_sqs.client import OutgoingMessage, RawMessage, VisibilityChange
+from worker.faststream_sqs.client import (
+    DeleteOutcome,
+    OutgoingMessage,
+    RawMessage,
+    VisibilityChange,
+)
 from worker.faststream_sqs.dead_letters import DeadLetterAttributes, DeadLetterQueue
 from worker.faststream_sqs.intake import DELETES_FIRST_SECONDS, NACK_BACKOFF, nack_visibility
-from worker.faststream_sqs.ledger import ACK, Slot
+from worker.faststream_sqs.ledger import ACK, Slot, State
 from worker.faststream_sqs.limits import MAX_MESSAGE_BYTES
 from worker.faststream_sqs.message import BatchDelivery
 from worker.faststream_sqs.observer import NoObserver
@@ -50,14 +55,18 @@ class FakeSQS:
         self.refuse_extensions = False
         self.sent: list[OutgoingMessage] = []
         self.delete_gate: asyncio.Event | None = None
+        # Deletes SQS fails by its own fault (`SenderFault: false`), once each.
+        self.failing_deletes: set[str] = set()
 
     async def delete(
         self, queue_url: str, receipt_handles: Sequence[str], lane: str = "delete"
-    ) -> list[str]:
+    ) -> DeleteOutcome:
         if self.delete_gate is not None:
             await self.delete_gate.wait()
-        self.deleted.extend(receipt_handles)
-        return []
+        failed = [h for h in receipt_handles if h in self.failing_deletes]
+        self.failing_deletes -= set(failed)
+        self.deleted.extend(h for h in receipt_handles if h not in failed)
+        return DeleteOutcome(failed=failed)
 
     async def change_visibility(
         self, queue_url: str, changes: Sequence[VisibilityChange], lane: str = "release"
@@ -153,6 +162,24 @@ def test_an_acked_message_is_queued_for_delete_as_its_handler_returns() -> None:
     sqs, counts = asyncio.run(scenario())
     assert counts.exported == [1]
     assert sqs.deleted == ["receipt-0"]
+
+
+def test_a_delete_sqs_failed_by_its_own_fault_is_tried_again_not_given_up() -> None:
+    # Before: taken as refused, the message was forgotten while SQS still had it: back
+    # after its visibility timeout, its count (already stored) was counted again.
+    async def scenario() -> tuple[FakeSQS, Counts, list[State | None]]:
+        sqs, counts = FakeSQS(), Counts()
+        settlement, message = _one_handled(sqs, counts)
+        sqs.failing_deletes.add(message.receipt_handle)
+        await settlement.checkpointer.checkpoint()
+        after_failure = settlement.ledger.state(message.receipt_handle)
+        await settlement.checkpointer.delete_stored()
+        return sqs, counts, [after_failure, settlement.ledger.state("receipt-1")]
+
+    sqs, counts, states = asyncio.run(scenario())
+    assert states == [State.CHECKPOINTED, None], "held for another delete, then deleted"
+    assert sqs.deleted == ["receipt-1"]
+    assert (counts.count, counts.exported) == (1, [1])
 
 
 def test_enough_handled_messages_start_a_checkpoint_without_waiting_for_the_interval() -> None:

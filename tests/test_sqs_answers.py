@@ -217,3 +217,47 @@ def test_a_receive_with_a_message_not_in_sqss_shape_loses_nothing_and_is_two_lin
     assert "Traceback" not in stderr, stderr
     assert len(lines) <= 2, "\n".join(lines)
     assert "not in SQS's shape" in lines[0]
+
+
+@pytest.mark.soak  # about 30 s each: a refused message would wait out its visibility timeout
+@pytest.mark.parametrize("transport", ["crt", "boto3"])
+def test_a_delete_entry_that_failed_by_sqss_fault_is_deleted_again_not_counted_twice(
+    worker_env: Env,
+    sqs_endpoint: str,
+    otlp: OTLPReceiver,
+    answering: AnsweringProxy,
+    transport: str,
+) -> None:
+    """Before: an entry SQS failed to delete by its own fault (`SenderFault: false`) was
+    taken as refused, so its message, already counted, came back after its visibility
+    timeout and was counted again."""
+    queue_url, dlq_url = provision(worker_env.with_(SQS_MAX_RECEIVE_COUNT="100"))
+    sqs = sqs_client(sqs_endpoint)
+    ledger = valid_only(60, seed=37)
+    send_bodies(sqs, queue_url, [m.body for m in ledger])
+    rig = Rig(worker_env.values, sqs, queue_url, dlq_url, ledger)
+    failure = {"Code": "InternalError", "SenderFault": False, "Message": "try again"}
+    answering.fault("DeleteMessageBatch", Fault("fail_entry", entry_failure=failure))
+    env = worker_env.with_(
+        AWS_ENDPOINT_URL_SQS=answering.endpoint,
+        SQS_TRANSPORT=transport,
+        SQS_VISIBILITY_TIMEOUT="8",
+        WORKER_CONCURRENCY="2",
+    )
+    worker = nps_worker("run", env=env)
+    try:
+        wait_until(lambda: answering.served["DeleteMessageBatch"] >= 2, 60, "failed entries")
+        answering.fault("DeleteMessageBatch", None)
+        wait_until(lambda: depth(sqs, queue_url) == (0, 0), 120, "the queue to drain")
+    finally:
+        answering.fault("DeleteMessageBatch", None)
+        code, _, stderr = stop(worker, 60)
+    assert code == 0, stderr
+    result = audit(rig, otlp)
+    report(
+        f"delete entries failed by SQS's fault ({transport})",
+        **vars(result),
+        failed_entries=answering.served["DeleteMessageBatch"],
+    )
+    assert (result.losses, result.duplicates, result.still_queued) == (0, 0, 0)
+    assert "Traceback" not in stderr, stderr

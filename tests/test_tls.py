@@ -122,3 +122,41 @@ def test_awscrt_names_the_tls_failure_and_the_cas_it_trusted(
     assert "TLS" in said, said
     assert str(stranger.ca_file) in said, said
     assert "\n" not in said
+
+
+def unreadable_ca_bundle(tmp_path: Path, kind: str) -> Path:
+    path = tmp_path / f"{kind}.pem"
+    if kind == "a directory":
+        path.mkdir()
+    elif kind == "an empty file":
+        path.write_text("")
+    return path
+
+
+@pytest.mark.parametrize("kind", ["a directory", "an empty file", "a missing file"])
+@pytest.mark.parametrize("transport", ["crt", "auto"])
+def test_a_ca_bundle_awscrt_cannot_read_stops_the_worker_in_one_line(
+    worker_env: Env, https_sqs: FaultyProxy, tmp_path: Path, kind: str, transport: str
+) -> None:
+    """Before: a traceback from awscrt's TLS set-up (IsADirectoryError, RuntimeError,
+    FileNotFoundError), before boto3 had a chance to name the bundle."""
+    ca_bundle = unreadable_ca_bundle(tmp_path, kind)
+    env = worker_env.with_(
+        AWS_ENDPOINT_URL_SQS=https_sqs.endpoint,
+        AWS_CA_BUNDLE=str(ca_bundle),
+        SQS_TRANSPORT=transport,
+    )
+    result = run_cli("run", env=env, timeout=60)
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+    lines = result.stderr.strip().splitlines()
+    if transport == "crt":
+        assert len(lines) == 1, result.stderr
+        assert lines[0].startswith(
+            "nps-worker: SQS_TRANSPORT=crt: awscrt cannot serve this configuration: "
+            f"the CA bundle {ca_bundle} "
+        ), lines[0]
+    else:  # said once, then boto3's start-up checks meet the same bundle
+        assert len(lines) == 2, result.stderr
+        assert f"the CA bundle {ca_bundle}" in lines[0], lines[0]
+        assert lines[1].startswith("nps-worker: SQS: "), lines[1]

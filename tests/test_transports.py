@@ -17,10 +17,12 @@ import pytest
 from botocore.config import Config
 
 from tests.answers import AnsweringProxy, Fault, SQSError
+from tests.local_http import LocalHTTPServer, QuietHandler
 from tests.sqs import sqs_client
 from tests.support import Env, run_cli
 from worker.faststream_sqs import (
     CrtCannotServe,
+    DeleteOutcome,
     RawMessage,
     SQSClient,
     SQSConnection,
@@ -201,7 +203,7 @@ def test_both_report_the_same_outcome_for_each_delete_entry(
         first, second = (m.receipt_handle for m in batch)
         # One to delete; one deleted, then a stale receipt; one malformed.
         await sqs.delete(queue_url, [second])
-        refused = await sqs.delete(queue_url, [first, second, "not-a-receipt-handle"])
+        refused = (await sqs.delete(queue_url, [first, second, "not-a-receipt-handle"])).refused
         return [first in refused, second in refused, "not-a-receipt-handle" in refused]
 
     crt, boto = on_both(endpoint, delete)
@@ -216,7 +218,7 @@ def test_a_missing_queue_is_the_same_error(endpoint: str) -> None:
     async def receive(sqs: SQSClient) -> list[RawMessage]:
         return await sqs.receive(missing, max_messages=10, wait_seconds=0, visibility_timeout=30)
 
-    async def delete(sqs: SQSClient) -> list[str]:
+    async def delete(sqs: SQSClient) -> DeleteOutcome:
         return await sqs.delete(missing, ["handle"])
 
     for call in (receive, delete):
@@ -464,3 +466,92 @@ def test_otherwise_it_says_so_once_and_boto3_carries_every_call(
         "receiving and deleting over boto3: awscrt cannot serve this configuration "
         "(the proxy https://127.0.0.1:9 is not an http:// proxy)"
     ]
+
+
+class Hangs:
+    """A server that reads each request and closes the connection without an answer."""
+
+    def __init__(self) -> None:
+        self.requests = 0
+        hangs = self
+
+        class Handler(QuietHandler):
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                hangs.requests += 1
+                self.close_connection = True
+
+        self.server = LocalHTTPServer(Handler)
+
+
+@pytest.mark.parametrize(("max_attempts", "attempts"), [("1", 1), (None, 3)])
+@pytest.mark.parametrize("transport", ["crt", "boto3"])
+def test_aws_max_attempts_is_honoured_by_both_transports(
+    monkeypatch: pytest.MonkeyPatch, transport: Transport, max_attempts: str | None, attempts: int
+) -> None:
+    """Before: the worker's own `max_attempts` overrode AWS_MAX_ATTEMPTS, silently."""
+    if max_attempts is not None:
+        monkeypatch.setenv("AWS_MAX_ATTEMPTS", max_attempts)
+    hangs = Hangs()
+    try:
+        error = through(hangs.server.url, transport, lambda sqs: sqs.delete("q", ["handle"]))
+    finally:
+        hangs.server.close()
+    assert isinstance(error, Exception), error
+    assert error_kind(error) == "ConnectionClosedError", error
+    assert hangs.requests == attempts
+
+
+def test_aws_retry_mode_is_honoured_awscrt_serving_only_the_standard_mode(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Before: the worker's own `mode` overrode AWS_RETRY_MODE, silently."""
+    monkeypatch.setenv("AWS_RETRY_MODE", "adaptive")
+    sqs = client("http://127.0.0.1:9", "boto3", transport_asked="auto")
+    try:
+        config: Any = sqs._boto.meta.config  # botocore's Config: its options are set at run time
+        assert config.retries["mode"] == "adaptive"
+    finally:
+        sqs.close()
+    with pytest.raises(CrtCannotServe, match="'adaptive' retry mode"):
+        client("http://127.0.0.1:9", "crt")
+
+
+@pytest.mark.parametrize(
+    ("setting", "says"),
+    [
+        ({"AWS_MAX_ATTEMPTS": "many"}, "SQS: max_attempts (AWS_MAX_ATTEMPTS or the config"),
+        ({"AWS_MAX_ATTEMPTS": "0"}, 'SQS: Value provided to "max_attempts": 0 must be'),
+        ({"AWS_RETRY_MODE": "eager"}, 'SQS: Invalid value provided to "mode": "eager"'),
+    ],
+)
+def test_a_retry_setting_boto3_refuses_stops_the_worker_in_one_line(
+    worker_env: Env, setting: dict[str, str], says: str
+) -> None:
+    result = run_cli("run", env=worker_env.with_(**setting), timeout=60)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip().startswith(f"nps-worker: {says}"), result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def test_an_answer_whose_length_only_its_close_tells_is_named_over_awscrt() -> None:
+    """HTTP/1.0 style (some proxies): boto3 reads the body to the connection's close;
+    awscrt reads it as empty. Before, over awscrt: "a body that is not a JSON object
+    (0 bytes)", which points nowhere; now the log names the cause and the way out."""
+
+    class CloseDelimited(QuietHandler):  # HTTP/1.0: no Content-Length, then close
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            self.send_response(200)
+            self.send_header("Content-Type", "application/x-amz-json-1.0")
+            self.end_headers()
+            self.wfile.write(b'{"Successful": [{"Id": "0"}]}')
+
+    server = LocalHTTPServer(CloseDelimited)
+    try:
+        crt, boto = on_both(server.url, lambda sqs: sqs.delete("q", ["handle"]))
+    finally:
+        server.close()
+    assert boto == DeleteOutcome(), boto
+    assert isinstance(crt, SQSAnswerNotUnderstood), crt
+    assert "no Content-Length), which awscrt cannot read; SQS_TRANSPORT=boto3 can" in str(crt)

@@ -17,6 +17,7 @@ from .broker import SQSBroker
 from .client import (
     SQS_ERRORS,
     CrtCannotServe,
+    DeleteOutcome,
     OutgoingMessage,
     QueueDepth,
     QueueNotFound,
@@ -67,6 +68,7 @@ __all__ = (
     "CrtCannotServe",
     "DeadLetterAttributes",
     "Decision",
+    "DeleteOutcome",
     "Outage",
     "OutgoingMessage",
     "QueueDepth",

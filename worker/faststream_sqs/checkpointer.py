@@ -92,20 +92,34 @@ class Checkpointer(SettlementPart):
         if not batch:
             return
         try:
-            refused = await self._client.delete(self._queue_url, batch)
+            outcome = await self._client.delete(self._queue_url, batch)
         except BaseException as error:
             self._ledger.end_deletes(batch, answered=False)  # also when cancelled
             if not isinstance(error, Exception):
                 raise
-            self._deletes.failed(describe_error(error), kind=error_kind(error))
-            self._last_delete_failure = time.monotonic()
+            self._deletes_failed(describe_error(error), kind=error_kind(error))
             return
-        self._ledger.end_deletes(batch, answered=True)
-        self._deletes.succeeded()
-        if refused:
-            self._log.warning(
-                "SQS refused to delete %d message(s); they will be redelivered", len(refused)
+        # What SQS failed to delete by its own fault is still there, and counted:
+        # deleted again (after a backoff), as when a delete's outcome is unknown.
+        undone = set(outcome.failed)
+        self._ledger.end_deletes([h for h in batch if h not in undone], answered=True)
+        self._ledger.end_deletes(outcome.failed, answered=False)
+        if outcome.failed:
+            self._deletes_failed(
+                f"SQS failed to delete {len(outcome.failed)} of {len(batch)} message(s)",
+                kind="failed entries",
             )
+        else:
+            self._deletes.succeeded()
+        if outcome.refused:
+            self._log.warning(
+                "SQS refused to delete %d message(s); they will be redelivered",
+                len(outcome.refused),
+            )
+
+    def _deletes_failed(self, detail: str, *, kind: str) -> None:
+        self._deletes.failed(detail, kind=kind)
+        self._last_delete_failure = time.monotonic()
 
     def _until_due(self) -> float:
         if self._failures:

@@ -28,13 +28,14 @@ import boto3
 import botocore
 import botocore.session
 from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import BotoCoreError, ClientError, InvalidConfigError
 
 from .crt import CrtCannotServe, CrtSQS, operation_name, route_of
 from .judging import (
     SQS_CONTENT_TYPE,
     SQSAnswerNotUnderstood,
     SQSCallTimedOut,
+    failed_by_sqs,
     field,
     judge,
     media_type,
@@ -44,6 +45,7 @@ from .judging import (
 from .limits import DEFAULT_READ_TIMEOUT, MAX_BATCH_BYTES, MAX_BATCH_ENTRIES
 from .records import (
     AttributeValue,
+    DeleteOutcome,
     OutgoingMessage,
     QueueDepth,
     RawMessage,
@@ -53,6 +55,7 @@ from .records import (
 )
 
 if TYPE_CHECKING:
+    from botocore.config import _RetryDict
     from botocore.model import OperationModel
     from mypy_boto3_sqs.client import SQSClient as Boto3SQSClient
     from mypy_boto3_sqs.literals import MessageSystemAttributeNameType
@@ -61,6 +64,7 @@ __all__ = (
     "SQS_CONTENT_TYPE",
     "AttributeValue",
     "CrtCannotServe",
+    "DeleteOutcome",
     "OutgoingMessage",
     "QueueDepth",
     "RawMessage",
@@ -71,6 +75,7 @@ __all__ = (
 )
 
 T = TypeVar("T")
+R = TypeVar("R")
 
 # What every received message carries besides its body (SQS sends only what is asked).
 RECEIVED_ATTRIBUTES: Final[list[MessageSystemAttributeNameType]] = [
@@ -233,18 +238,17 @@ class SQSClient:
         user_agent = (
             f"{connection.user_agent} Boto3/{boto3.__version__} botocore/{botocore.__version__}"
         )
+        core = botocore.session.Session()
         config = Config(
             max_pool_connections=sum(sizes.values()),
             read_timeout=connection.read_timeout,
             connect_timeout=CONNECT_TIMEOUT_SECONDS,
-            # The loops own backoff; botocore's own retries would hide outages.
-            retries={"max_attempts": 2, "mode": "standard"},
+            retries=_retries(core),
             user_agent=user_agent,
             # The adapter builds every request itself, always well formed.
             parameter_validation=False,
         )
         credentials = connection.credentials or {}
-        core = botocore.session.Session()
         session = boto3.session.Session(
             botocore_session=core,
             region_name=connection.region_name,
@@ -434,11 +438,12 @@ class SQSClient:
 
     async def delete(
         self, queue_url: str, receipt_handles: Sequence[str], *, lane: Lane = "delete"
-    ) -> list[str]:
-        """Delete in batches of 10, concurrently; return the receipt handles SQS refused.
-        Raises if any batch's outcome is unknown (its messages may or may not be gone)."""
+    ) -> DeleteOutcome:
+        """Delete in batches of 10, concurrently; return the receipt handles SQS refused
+        and those it failed to delete by its own fault. Raises if any batch's outcome is
+        unknown (its messages may or may not be gone)."""
 
-        async def batch(chunk: Sequence[str]) -> list[str]:
+        async def batch(chunk: Sequence[str]) -> list[tuple[str, bool]]:
             entries = [{"Id": str(i), "ReceiptHandle": h} for i, h in enumerate(chunk)]
             response = await self._hot(
                 lane,
@@ -447,9 +452,18 @@ class SQSClient:
                 {"QueueUrl": queue_url, "Entries": entries},
             )
             outcomes = per_entry("DeleteMessageBatch", len(chunk), response)
-            return [chunk[i] for i, failure in enumerate(outcomes) if failure is not None]
+            sqs_fault = failed_by_sqs("DeleteMessageBatch", response)
+            return [
+                (chunk[i], str(i) in sqs_fault)
+                for i, failure in enumerate(outcomes)
+                if failure is not None
+            ]
 
-        return await _each_chunk(batch, receipt_handles)
+        undone = await _each_chunk(batch, receipt_handles)
+        return DeleteOutcome(
+            refused=[handle for handle, sqs_fault in undone if not sqs_fault],
+            failed=[handle for handle, sqs_fault in undone if sqs_fault],
+        )
 
     async def change_visibility(
         self, queue_url: str, changes: Sequence[VisibilityChange], *, lane: Lane = "release"
@@ -526,6 +540,20 @@ def _judge_answer(
         judge(operation_model.name, status, content_type, response_dict["body"])
 
 
+def _retries(session: botocore.session.Session) -> _RetryDict:
+    """boto3's retry settings as the user set them (AWS_RETRY_MODE, AWS_MAX_ATTEMPTS or
+    the config file's `retry_mode`, `max_attempts`); else two retries: the loops own
+    backoff, and botocore's own retries would hide outages. The mode is left to botocore
+    (its default: standard)."""
+    try:
+        max_attempts = session.get_config_variable("max_attempts")
+    except ValueError:  # botocore's int() of it
+        raise InvalidConfigError(
+            error_msg="max_attempts (AWS_MAX_ATTEMPTS or the config file's) is not a number"
+        ) from None
+    return {} if max_attempts is not None else {"max_attempts": 2}
+
+
 def _crt_transport(
     transport: Transport,
     client: Any,
@@ -539,6 +567,9 @@ def _crt_transport(
         return None
     try:
         route = route_of(client, ca_bundle=session.get_config_variable("ca_bundle"))
+        return CrtSQS(
+            client, session.get_credentials(), user_agent=f"{user_agent} awscrt", route=route
+        )
     except CrtCannotServe as error:
         if transport == "crt":
             raise
@@ -547,12 +578,11 @@ def _crt_transport(
             error,
         )
         return None
-    return CrtSQS(client, session.get_credentials(), user_agent=f"{user_agent} awscrt", route=route)
 
 
 async def _each_chunk(
-    call: Callable[[Sequence[T]], Awaitable[list[str]]], items: Sequence[T]
-) -> list[str]:
+    call: Callable[[Sequence[T]], Awaitable[list[R]]], items: Sequence[T]
+) -> list[R]:
     """`call` on every full batch at once (the lane bounds how many run); failures joined."""
     step = MAX_BATCH_ENTRIES
     results = await asyncio.gather(*(call(items[i : i + step]) for i in range(0, len(items), step)))

@@ -49,7 +49,7 @@ from botocore.parsers import create_parser
 from botocore.utils import get_environ_proxies
 
 from . import retries
-from .judging import SQS_CONTENT_TYPE, judge
+from .judging import SQS_CONTENT_TYPE, SQSAnswerNotUnderstood, judge
 
 if TYPE_CHECKING:
     from awscrt.auth import AwsCredentialsProvider
@@ -245,12 +245,7 @@ class CrtSQS:
         self._socket = crt_io.SocketOptions()
         self._socket.connect_timeout_ms = max(1, int(route.connect_timeout * 1000))
         self._socket.keep_alive = route.tcp_keepalive
-        self._tls: ClientTlsContext | None = None
-        if route.tls:
-            options = crt_io.TlsContextOptions()
-            if route.ca_file:
-                options.override_default_trust_store_from_path(None, route.ca_file)
-            self._tls = crt_io.ClientTlsContext(options)
+        self._tls = _tls_context(route.ca_file) if route.tls else None
         self._proxy = _proxy_options(route.proxy_url, target_tls=route.tls)
 
     def close(self) -> None:
@@ -283,6 +278,12 @@ class CrtSQS:
             content = b"".join(exchange.chunks)
             if 200 <= status < 300:
                 self._quota.release(spent or retries.NO_RETRY_REFUND)
+                if _close_delimited(headers):
+                    raise SQSAnswerNotUnderstood(
+                        f"{operation}: HTTP {status} whose body ends where its connection "
+                        "closes (no Content-Length), which awscrt cannot read; "
+                        "SQS_TRANSPORT=boto3 can"
+                    )
                 answer = judge(operation, status, headers.get("content-type", ""), content)
                 return _with_blobs(answer) if operation == "ReceiveMessage" else answer
             error_answer = self._parse_error(operation, status, headers, content, attempt)
@@ -435,6 +436,28 @@ class CrtSQS:
                     max_workers=1, thread_name_prefix="sqs-credentials"
                 )
             return self._refresher
+
+
+def _close_delimited(headers: Mapping[str, str]) -> bool:
+    """An answer whose body runs until the connection closes (HTTP/1.0 style, from some
+    proxies): HTTP allows it, but awscrt reads such a body as empty."""
+    return "content-length" not in headers and "transfer-encoding" not in headers
+
+
+def _tls_context(ca_file: str | None) -> ClientTlsContext:
+    """A TLS context trusting `ca_file` (None: the system's CAs); `CrtCannotServe` when
+    awscrt cannot read it (a directory, an empty or missing file: boto3 fails on its
+    first call instead, so the worker's start-up checks name it in one line)."""
+    options = crt_io.TlsContextOptions()
+    try:
+        if ca_file:
+            options.override_default_trust_store_from_path(None, ca_file)
+        return crt_io.ClientTlsContext(options)
+    except OSError as error:
+        raise CrtCannotServe(f"the CA bundle {ca_file} cannot be read ({error.strerror})") from None
+    except (RuntimeError, AwsCrtError) as error:  # awscrt found no certificate in it
+        reason = str(error).partition(" (")[2].partition(")")[0] or type(error).__name__
+        raise CrtCannotServe(f"the CA bundle {ca_file} holds no certificate ({reason})") from None
 
 
 def _proxy_options(proxy_url: str | None, *, target_tls: bool) -> HttpProxyOptions | None:

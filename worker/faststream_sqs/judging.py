@@ -202,6 +202,17 @@ def received(queue_url: str, message: Any) -> RawMessage:
     )
 
 
+def failed_by_sqs(operation: str, response: Mapping[str, Any]) -> set[str]:
+    """The ids of a batch's failed entries that SQS says failed by its own fault
+    (`SenderFault: false`, as with InternalError): not done, and worth another try,
+    unlike a refusal of what was sent (SenderFault true, or not said)."""
+    return {
+        str(entry.get("Id"))
+        for entry in listed(response, "Failed", operation)
+        if isinstance(entry, Mapping) and entry.get("SenderFault") is False
+    }
+
+
 def per_entry(
     operation: str,
     entries: int,

@@ -1,5 +1,5 @@
 """What SQS sends and takes, as plain data: a received message, a message to send, a
-visibility change, a queue's depth. No I/O, no SDK."""
+delete's outcome, a visibility change, a queue's depth. No I/O, no SDK."""
 
 from __future__ import annotations
 
@@ -82,6 +82,16 @@ class QueueDepth:
     visible: int
     in_flight: int
     delayed: int
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteOutcome:
+    """What SQS did not delete, by receipt handle: `refused` (a stale or malformed
+    receipt: retrying cannot help) and `failed` (SQS's own fault, `SenderFault: false`:
+    still there, to be deleted again)."""
+
+    refused: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
