@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import pytest
 
 from worker.faststream_sqs.client import (
-    DeleteOutcome,
+    BatchOutcome,
     OutgoingMessage,
     RawMessage,
     VisibilityChange,
@@ -55,24 +55,30 @@ class FakeSQS:
         self.refuse_extensions = False
         self.sent: list[OutgoingMessage] = []
         self.delete_gate: asyncio.Event | None = None
-        # Deletes SQS fails by its own fault (`SenderFault: false`), once each.
+        # Deletes and extensions SQS fails by its own fault (`SenderFault: false`), once each.
         self.failing_deletes: set[str] = set()
+        self.failing_extensions: set[str] = set()
 
     async def delete(
         self, queue_url: str, receipt_handles: Sequence[str], lane: str = "delete"
-    ) -> DeleteOutcome:
+    ) -> BatchOutcome:
         if self.delete_gate is not None:
             await self.delete_gate.wait()
         failed = [h for h in receipt_handles if h in self.failing_deletes]
         self.failing_deletes -= set(failed)
         self.deleted.extend(h for h in receipt_handles if h not in failed)
-        return DeleteOutcome(failed=failed)
+        return BatchOutcome(failed=failed)
 
     async def change_visibility(
         self, queue_url: str, changes: Sequence[VisibilityChange], lane: str = "release"
-    ) -> list[str]:
-        self.visibility.extend(changes)
-        return [c.receipt_handle for c in changes] if self.refuse_extensions else []
+    ) -> BatchOutcome:
+        handles = [c.receipt_handle for c in changes]
+        if self.refuse_extensions:
+            return BatchOutcome(refused=handles)
+        failed = [h for h in handles if h in self.failing_extensions]
+        self.failing_extensions -= set(failed)
+        self.visibility.extend(c for c in changes if c.receipt_handle not in failed)
+        return BatchOutcome(failed=failed)
 
     async def send(
         self, queue_url: str, messages: Sequence[OutgoingMessage], lane: str = "admin"
@@ -360,3 +366,28 @@ def test_a_message_is_held_no_longer_than_sqs_could_have_started_its_timeout() -
         return taken_back, settlement.ledger.held
 
     assert asyncio.run(scenario()) == (1, 0)
+
+
+def test_an_extension_sqs_failed_by_its_own_fault_is_tried_again_and_the_message_kept() -> None:
+    # Before: taken as refused, a counted message waiting for its delete was forgotten
+    # while SQS still hid it under this receipt: back after its timeout, counted again.
+    async def scenario() -> tuple[FakeSQS, list[tuple[int, State | None, int]]]:
+        sqs, counts = FakeSQS(), Counts()
+        settlement, message = _settlement(sqs, counts), _message(1)
+        # Received 29 s ago: its timeout ends within the heartbeat's horizon.
+        settlement.intake.hold([message], time.monotonic() - OPTIONS.visibility_timeout + 1)
+        _handle(settlement, counts, message)
+        sqs.failing_deletes.add(message.receipt_handle)  # stored, its delete to be retried
+        await settlement.checkpointer.checkpoint()
+        sqs.failing_extensions.add(message.receipt_handle)
+        ticks = []
+        for _ in range(2):
+            taken_back = await settlement.heartbeat.extend_expiring()
+            state = settlement.ledger.state(message.receipt_handle)
+            ticks.append((taken_back, state, len(sqs.visibility)))
+        return sqs, ticks
+
+    sqs, (first, second) = asyncio.run(scenario())
+    assert first == (0, State.CHECKPOINTED, 0), "kept on its old timeout, nothing extended"
+    assert second == (0, State.CHECKPOINTED, 1), "extended on the next tick"
+    assert sqs.visibility == [VisibilityChange("receipt-1", OPTIONS.visibility_timeout)]

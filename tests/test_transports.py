@@ -21,8 +21,8 @@ from tests.local_http import LocalHTTPServer, QuietHandler
 from tests.sqs import sqs_client
 from tests.support import Env, run_cli
 from worker.faststream_sqs import (
+    BatchOutcome,
     CrtCannotServe,
-    DeleteOutcome,
     RawMessage,
     SQSClient,
     SQSConnection,
@@ -218,7 +218,7 @@ def test_a_missing_queue_is_the_same_error(endpoint: str) -> None:
     async def receive(sqs: SQSClient) -> list[RawMessage]:
         return await sqs.receive(missing, max_messages=10, wait_seconds=0, visibility_timeout=30)
 
-    async def delete(sqs: SQSClient) -> DeleteOutcome:
+    async def delete(sqs: SQSClient) -> BatchOutcome:
         return await sqs.delete(missing, ["handle"])
 
     for call in (receive, delete):
@@ -552,6 +552,6 @@ def test_an_answer_whose_length_only_its_close_tells_is_named_over_awscrt() -> N
         crt, boto = on_both(server.url, lambda sqs: sqs.delete("q", ["handle"]))
     finally:
         server.close()
-    assert boto == DeleteOutcome(), boto
+    assert boto == BatchOutcome(), boto
     assert isinstance(crt, SQSAnswerNotUnderstood), crt
     assert "no Content-Length), which awscrt cannot read; SQS_TRANSPORT=boto3 can" in str(crt)

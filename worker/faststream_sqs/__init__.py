@@ -16,8 +16,8 @@ A handler reaches its message through FastStream's context: `annotations`.
 from .broker import SQSBroker
 from .client import (
     SQS_ERRORS,
+    BatchOutcome,
     CrtCannotServe,
-    DeleteOutcome,
     OutgoingMessage,
     QueueDepth,
     QueueNotFound,
@@ -65,10 +65,10 @@ __all__ = (
     "NACK",
     "SQS_ERRORS",
     "STORED",
+    "BatchOutcome",
     "CrtCannotServe",
     "DeadLetterAttributes",
     "Decision",
-    "DeleteOutcome",
     "Outage",
     "OutgoingMessage",
     "QueueDepth",

@@ -45,7 +45,7 @@ from .judging import (
 from .limits import DEFAULT_READ_TIMEOUT, MAX_BATCH_BYTES, MAX_BATCH_ENTRIES
 from .records import (
     AttributeValue,
-    DeleteOutcome,
+    BatchOutcome,
     OutgoingMessage,
     QueueDepth,
     RawMessage,
@@ -63,8 +63,8 @@ if TYPE_CHECKING:
 __all__ = (
     "SQS_CONTENT_TYPE",
     "AttributeValue",
+    "BatchOutcome",
     "CrtCannotServe",
-    "DeleteOutcome",
     "OutgoingMessage",
     "QueueDepth",
     "RawMessage",
@@ -438,7 +438,7 @@ class SQSClient:
 
     async def delete(
         self, queue_url: str, receipt_handles: Sequence[str], *, lane: Lane = "delete"
-    ) -> DeleteOutcome:
+    ) -> BatchOutcome:
         """Delete in batches of 10, concurrently; return the receipt handles SQS refused
         and those it failed to delete by its own fault. Raises if any batch's outcome is
         unknown (its messages may or may not be gone)."""
@@ -451,27 +451,18 @@ class SQSClient:
                 self._boto.delete_message_batch,
                 {"QueueUrl": queue_url, "Entries": entries},
             )
-            outcomes = per_entry("DeleteMessageBatch", len(chunk), response)
-            sqs_fault = failed_by_sqs("DeleteMessageBatch", response)
-            return [
-                (chunk[i], str(i) in sqs_fault)
-                for i, failure in enumerate(outcomes)
-                if failure is not None
-            ]
+            return _undone("DeleteMessageBatch", chunk, response)
 
-        undone = await _each_chunk(batch, receipt_handles)
-        return DeleteOutcome(
-            refused=[handle for handle, sqs_fault in undone if not sqs_fault],
-            failed=[handle for handle, sqs_fault in undone if sqs_fault],
-        )
+        return _outcome(await _each_chunk(batch, receipt_handles))
 
     async def change_visibility(
         self, queue_url: str, changes: Sequence[VisibilityChange], *, lane: Lane = "release"
-    ) -> list[str]:
+    ) -> BatchOutcome:
         """Change visibility in batches of 10, concurrently; return the receipts SQS
-        refused. Raises if any batch's outcome is unknown."""
+        refused and those it failed to change by its own fault. Raises if any batch's
+        outcome is unknown."""
 
-        async def batch(chunk: Sequence[VisibilityChange]) -> list[str]:
+        async def batch(chunk: Sequence[VisibilityChange]) -> list[tuple[str, bool]]:
             entries = [
                 {"Id": str(i), "ReceiptHandle": c.receipt_handle, "VisibilityTimeout": c.timeout}
                 for i, c in enumerate(chunk)
@@ -482,10 +473,11 @@ class SQSClient:
                 QueueUrl=queue_url,
                 Entries=entries,
             )
-            outcomes = per_entry("ChangeMessageVisibilityBatch", len(chunk), response)
-            return [chunk[i].receipt_handle for i, f in enumerate(outcomes) if f is not None]
+            return _undone(
+                "ChangeMessageVisibilityBatch", [c.receipt_handle for c in chunk], response
+            )
 
-        return await _each_chunk(batch, changes)
+        return _outcome(await _each_chunk(batch, changes))
 
     async def send(
         self, queue_url: str, messages: Sequence[OutgoingMessage], *, lane: Lane = "admin"
@@ -538,6 +530,26 @@ def _judge_answer(
     if 200 <= status < 300:  # otherwise botocore raises ClientError next
         content_type = str(response_dict["headers"].get("content-type", ""))
         judge(operation_model.name, status, content_type, response_dict["body"])
+
+
+def _undone(
+    operation: str, receipt_handles: Sequence[str], response: Mapping[str, Any]
+) -> list[tuple[str, bool]]:
+    """Each entry of a batch answer SQS did not do, with whether the fault was SQS's."""
+    outcomes = per_entry(operation, len(receipt_handles), response)
+    sqs_fault = failed_by_sqs(operation, response)
+    return [
+        (receipt_handles[i], str(i) in sqs_fault)
+        for i, failure in enumerate(outcomes)
+        if failure is not None
+    ]
+
+
+def _outcome(undone: Sequence[tuple[str, bool]]) -> BatchOutcome:
+    return BatchOutcome(
+        refused=[handle for handle, sqs_fault in undone if not sqs_fault],
+        failed=[handle for handle, sqs_fault in undone if sqs_fault],
+    )
 
 
 def _retries(session: botocore.session.Session) -> _RetryDict:

@@ -71,12 +71,13 @@ class Heartbeat(SettlementPart):
         lapsed, expiring = self._ledger.due_for_extension(now, now + timeout / 2)
         if not expiring:
             return len(lapsed)
-        refused = set(
-            await self._client.change_visibility(
-                self._queue_url, [VisibilityChange(h, timeout) for h in expiring], lane="extend"
-            )
+        outcome = await self._client.change_visibility(
+            self._queue_url, [VisibilityChange(h, timeout) for h in expiring], lane="extend"
         )
-        return len(lapsed) + self._ledger.extended(expiring, refused, now + timeout)
+        taken_back = self._ledger.extended(
+            expiring, set(outcome.refused), now + timeout, failed=set(outcome.failed)
+        )
+        return len(lapsed) + taken_back
 
     def _tick(self) -> float:
         return max(

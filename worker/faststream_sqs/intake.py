@@ -107,13 +107,15 @@ class Intake(SettlementPart):
         if not changes:
             return
         try:
-            refused = await self._client.change_visibility(self._queue_url, changes)
+            outcome = await self._client.change_visibility(self._queue_url, changes)
         except Exception as error:
             self._releases.failed(describe_error(error), kind=error_kind(error))
             return
         self._releases.succeeded()
-        if refused:  # stale receipts: SQS has those messages back already
-            self._log.debug("SQS refused %d visibility change(s)", len(refused))
+        # Refused: stale receipts, SQS has those messages back already. Failed by SQS:
+        # they come back when their current timeout ends instead.
+        if undone := len(outcome.refused) + len(outcome.failed):
+            self._log.debug("SQS did not make %d visibility change(s)", undone)
 
     async def _copy_to_dead_letter_queue(
         self, rejected: Sequence[Slot], messages: dict[str, RawMessage]

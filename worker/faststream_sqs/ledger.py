@@ -329,15 +329,21 @@ class Ledger:
 
     @_changes
     def extended(
-        self, receipt_handles: Iterable[str], refused: Collection[str], expires_at: float
+        self,
+        receipt_handles: Iterable[str],
+        refused: Collection[str],
+        expires_at: float,
+        *,
+        failed: Collection[str] = (),
     ) -> int:
-        """A refused extension means a stale receipt (or SQS's 12 h cap): discarded. How
-        many were still held: one deleted while its extension was on its way is refused
-        too, but SQS does not have it back."""
+        """A refused extension means a stale receipt (or SQS's 12 h cap): discarded. One
+        SQS `failed` by its own fault is still held, on its old timeout, so the next tick
+        tries it again. How many were still held of the refused: one deleted while its
+        extension was on its way is refused too, but SQS does not have it back."""
         taken_back = self._discard(h for h in receipt_handles if h in refused)
         for handle in receipt_handles:
             slot = self._slots.get(handle)
-            if slot is not None:
+            if slot is not None and handle not in failed:
                 slot.expires_at = expires_at
         return taken_back
 

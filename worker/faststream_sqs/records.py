@@ -1,5 +1,5 @@
 """What SQS sends and takes, as plain data: a received message, a message to send, a
-delete's outcome, a visibility change, a queue's depth. No I/O, no SDK."""
+batch call's outcome, a visibility change, a queue's depth. No I/O, no SDK."""
 
 from __future__ import annotations
 
@@ -85,10 +85,10 @@ class QueueDepth:
 
 
 @dataclass(frozen=True, slots=True)
-class DeleteOutcome:
-    """What SQS did not delete, by receipt handle: `refused` (a stale or malformed
-    receipt: retrying cannot help) and `failed` (SQS's own fault, `SenderFault: false`:
-    still there, to be deleted again)."""
+class BatchOutcome:
+    """What SQS did not do of a delete or visibility change, by receipt handle:
+    `refused` (a stale or malformed receipt: retrying cannot help) and `failed` (SQS's
+    own fault, `SenderFault: false`: the message is as it was, worth another try)."""
 
     refused: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
