@@ -255,3 +255,32 @@ def test_a_standard_queue_with_group_ids_is_consumed_and_its_dead_letters_keep_t
     assert all(letter["group_id"].startswith("customer-") for letter in letters), letters
     result = audit(Rig(env, sqs, queue_url, dlq_url, ledger), otlp)
     assert (result.losses, result.duplicates, result.dead_lettered) == (0, 0, 10)
+
+
+def send_one_by_one(sqs: Any, queue_url: str, bodies: list[str], group: str) -> None:
+    for body in bodies:
+        sqs.send_message(QueueUrl=queue_url, MessageBody=body, MessageGroupId=group)
+
+
+@pytest.mark.soak
+def test_dlq_redrive_of_large_fifo_messages_keeps_their_order_in_the_group(
+    worker_env: Env, moto_endpoint: str
+) -> None:
+    # Messages too large to share a SendMessageBatch go in one call each: sent at once,
+    # a later message of the group could be stored before an earlier one. The proxy
+    # holds every second send, as a slow link would.
+    env = fifo_env(worker_env, moto_endpoint)
+    queue_url, dlq_url = provision(env)
+    sqs = sqs_client(moto_endpoint)
+    bodies = [f"{{large {i} " + "x" * 600_000 for i in range(4)]
+    send_one_by_one(sqs, dlq_url, bodies, "customer-0")
+    proxy = AnsweringProxy(moto_endpoint).start()
+    try:
+        proxy.fault("SendMessageBatch", Fault("hang", every=2, hang_seconds=2))
+        result = run_cli("dlq", "redrive", env=env | {"AWS_ENDPOINT_URL_SQS": proxy.endpoint})
+    finally:
+        proxy.stop()
+    assert result.returncode == 0, result.stderr
+    assert "moved 4 message(s)" in result.stdout
+    moved = drain_with_groups(sqs, queue_url)
+    assert [m["Body"][:10] for m in moved] == [b[:10] for b in bodies], "the group's order"

@@ -42,7 +42,7 @@ from .judging import (
     per_entry,
     received_batch,
 )
-from .limits import DEFAULT_READ_TIMEOUT, MAX_BATCH_BYTES, MAX_BATCH_ENTRIES
+from .limits import DEFAULT_READ_TIMEOUT, MAX_BATCH_BYTES, MAX_BATCH_ENTRIES, is_fifo
 from .records import (
     AttributeValue,
     BatchOutcome,
@@ -482,9 +482,10 @@ class SQSClient:
     async def send(
         self, queue_url: str, messages: Sequence[OutgoingMessage], *, lane: Lane = "admin"
     ) -> list[str | None]:
-        """Send in batches within SQS's entry and byte limits, concurrently. Per message,
-        in order: None once SQS stored it, else why not (SQS's code, or why the outcome
-        of its batch is unknown, in which case it may have been stored)."""
+        """Send in batches within SQS's entry and byte limits, concurrently (to a FIFO
+        queue, one after another). Per message, in order: None once SQS stored it, else
+        why not (SQS's code, or why the outcome of its batch is unknown, in which case it
+        may have been stored)."""
 
         async def batch(chunk: Sequence[OutgoingMessage]) -> list[str | None]:
             entries = [_entry(str(i), m) for i, m in enumerate(chunk)]
@@ -498,6 +499,8 @@ class SQSClient:
                     raise
                 return [f"unknown: {describe_error(error)}"] * len(chunk)
 
+        if is_fifo(queue_url):
+            return await _in_group_order(_by_size(messages), batch)
         results = await asyncio.gather(*(batch(chunk) for chunk in _by_size(messages)))
         return [outcome for result in results for outcome in result]
 
@@ -599,6 +602,31 @@ async def _each_chunk(
     step = MAX_BATCH_ENTRIES
     results = await asyncio.gather(*(call(items[i : i + step]) for i in range(0, len(items), step)))
     return [failed for result in results for failed in result]
+
+
+_GROUP_STALLED: Final = "not_sent: an earlier message of its group was not stored"
+
+
+async def _in_group_order(
+    chunks: Sequence[Sequence[OutgoingMessage]],
+    send: Callable[[Sequence[OutgoingMessage]], Awaitable[list[str | None]]],
+) -> list[str | None]:
+    """A FIFO queue orders a group by when it stored each message: batches sent at once
+    could store a group's later message first. So one batch after another, and a
+    message whose group already has one not stored (this time) is not sent: stored
+    ahead of that one's retry, it would overtake it."""
+    outcomes: list[str | None] = []
+    stalled: set[str | None] = set()
+    for chunk in chunks:
+        sendable = [m.group_id not in stalled for m in chunk]
+        ready = [m for m, ok in zip(chunk, sendable, strict=True) if ok]
+        answers = iter(await send(ready) if ready else [])
+        for message, ok in zip(chunk, sendable, strict=True):
+            why = next(answers) if ok else _GROUP_STALLED
+            if why is not None:
+                stalled.add(message.group_id)
+            outcomes.append(why)
+    return outcomes
 
 
 def _by_size(messages: Sequence[OutgoingMessage]) -> list[list[OutgoingMessage]]:
