@@ -284,3 +284,37 @@ def test_dlq_redrive_of_large_fifo_messages_keeps_their_order_in_the_group(
     assert "moved 4 message(s)" in result.stdout
     moved = drain_with_groups(sqs, queue_url)
     assert [m["Body"][:10] for m in moved] == [b[:10] for b in bodies], "the group's order"
+
+
+@pytest.mark.soak
+def test_a_long_fifo_group_of_valid_and_huge_malformed_messages_is_settled_exactly_in_order(
+    worker_env: Env, moto_endpoint: str, otlp: OTLPReceiver
+) -> None:
+    # One group longer than a batch, where three rejects the size of SQS's limit must be
+    # cut to fit beside their reason (and group): each once in the DLQ, in the group's
+    # order; every valid message counted once.
+    env = fifo_env(worker_env, moto_endpoint, SQS_MAX_RECEIVE_COUNT="100")
+    queue_url, dlq_url = provision(env)
+    sqs = sqs_client(moto_endpoint)
+    valid = valid_only(11, seed=9)
+    huge = [f"{{huge {i} " + "x" * (1_048_576 - 20) for i in range(3)]
+    ledger = [*valid[:3], KataMessage(body=huge[0]), valid[3]]
+    ledger += [KataMessage(body=huge[1]), KataMessage(body=huge[2]), *valid[4:]]
+    send_one_by_one(sqs, queue_url, [m.body for m in ledger], "customer-0")
+    worker = nps_worker("run", env=env)
+    try:
+        wait_until(lambda: depth(sqs, queue_url) == (0, 0), 120, "the FIFO queue to drain")
+    finally:
+        code, _, stderr = stop(worker, 60)
+    assert code == 0, stderr
+    letters = drain_with_groups(sqs, dlq_url)
+    assert [letter["Body"][:8] for letter in letters] == [h[:8] for h in huge], "once, in order"
+    for letter, body in zip(letters, huge, strict=True):
+        assert body.startswith(letter["Body"])
+        assert letter["Attributes"]["MessageGroupId"] == "customer-0"
+        assert letter["MessageAttributes"][REASON]["StringValue"] == "malformed_json"
+    counted, summed = counted_and_summed(otlp)
+    report("FIFO, one long group with huge rejects", counted=sum(counted.values()), dead=3)
+    assert counted == expected_counts(ledger)
+    for kind, total in expected_sums(ledger).items():
+        assert summed[kind] == pytest.approx(total, abs=1e-6)
