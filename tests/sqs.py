@@ -40,7 +40,11 @@ def depth(sqs: Any, queue_url: str) -> tuple[int, int]:
 
 
 def drain(sqs: Any, queue_url: str) -> list[dict[str, Any]]:
-    """Receive every visible message (without deleting), with its attributes."""
+    """Receive every visible message, with its attributes: left in flight on a standard
+    queue; deleted as read on a FIFO queue, where a message in flight hides the rest of
+    its group from every receive (kept in flight, a group's later messages would seem
+    lost)."""
+    fifo = queue_url.endswith(".fifo")
     messages: list[dict[str, Any]] = []
     while True:
         batch = sqs.receive_message(
@@ -53,3 +57,9 @@ def drain(sqs: Any, queue_url: str) -> list[dict[str, Any]]:
         if not batch:
             return messages
         messages.extend(batch)
+        if fifo:
+            entries = [
+                {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(batch)
+            ]
+            response = sqs.delete_message_batch(QueueUrl=queue_url, Entries=entries)
+            assert not response.get("Failed"), response

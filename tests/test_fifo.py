@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import random
+import signal
 from typing import Any
 
 import pytest
@@ -318,3 +319,38 @@ def test_a_long_fifo_group_of_valid_and_huge_malformed_messages_is_settled_exact
     assert counted == expected_counts(ledger)
     for kind, total in expected_sums(ledger).items():
         assert summed[kind] == pytest.approx(total, abs=1e-6)
+
+
+@pytest.mark.soak
+def test_fifo_groups_held_through_a_collector_outage_survive_a_sigkill_and_two_new_workers(
+    worker_env: Env, fauxqs_endpoint: str, otlp: OTLPReceiver
+) -> None:
+    # Groups held while no checkpoint is stored, the worker killed outright, then two
+    # workers on the queue at once: nothing deleted uncounted, nothing counted twice.
+    env = fifo_env(worker_env, fauxqs_endpoint, SQS_MAX_RECEIVE_COUNT="10")
+    env |= {"SQS_VISIBILITY_TIMEOUT": "5"}
+    queue_url, dlq_url = provision(env)
+    sqs = sqs_client(fauxqs_endpoint)
+    ledger = fifo_ledger(seed=77)
+    send_in_groups(sqs, queue_url, ledger)
+    otlp.answer = "down"
+    first = nps_worker("run", env=env)
+    try:
+        wait_until(lambda: depth(sqs, queue_url)[1] > 0, 30, "groups held")
+        seen = otlp.attempts
+        wait_until(lambda: otlp.attempts >= seen + 3, 60, "checkpoints not stored")
+    finally:
+        stop(first, 30, signal.SIGKILL)
+    assert not otlp.fleet_totals("nps.events", "event.type"), "nothing was stored"
+    otlp.answer = "stored"
+    workers = [nps_worker("run", env=env) for _ in range(2)]
+    try:
+        wait_until(lambda: depth(sqs, queue_url) == (0, 0), 120, "the FIFO queue to drain")
+        wait_until(lambda: depth(sqs, dlq_url)[0] >= 10, 60, "ten dead letters")
+    finally:
+        codes = [stop(worker, 60)[0] for worker in workers]
+    assert codes == [0, 0]
+    result = audit(Rig(env, sqs, queue_url, dlq_url, ledger), otlp)
+    report("FIFO, outage, SIGKILL, two workers", **vars(result))
+    assert (result.losses, result.duplicates, result.dead_lettered) == (0, 0, 10)
+    assert result.extra_dlq_copies == 0, "the copy's deduplication id keeps one"
