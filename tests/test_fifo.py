@@ -354,3 +354,33 @@ def test_fifo_groups_held_through_a_collector_outage_survive_a_sigkill_and_two_n
     report("FIFO, outage, SIGKILL, two workers", **vars(result))
     assert (result.losses, result.duplicates, result.dead_lettered) == (0, 0, 10)
     assert result.extra_dlq_copies == 0, "the copy's deduplication id keeps one"
+
+
+@pytest.mark.soak
+def test_a_dead_letter_copy_whose_answer_was_lost_is_stored_once_on_a_fifo_dlq(
+    worker_env: Env, moto_endpoint: str, otlp: OTLPReceiver
+) -> None:
+    # SQS stores the copies, the worker never hears so: it backs the rejects off and
+    # copies them again, with the same deduplication ids (the originals' ids).
+    proxy = AnsweringProxy(moto_endpoint).start()
+    try:
+        env = fifo_env(worker_env, moto_endpoint, SQS_MAX_RECEIVE_COUNT="10")
+        queue_url, dlq_url = provision(env)
+        sqs = sqs_client(moto_endpoint)
+        ledger = fifo_ledger(seed=13)
+        send_in_groups(sqs, queue_url, ledger)
+        proxy.fault("SendMessageBatch", Fault("html_after"))
+        worker = nps_worker("run", env=env | {"AWS_ENDPOINT_URL_SQS": proxy.endpoint})
+        try:
+            wait_until(lambda: proxy.served["SendMessageBatch"] >= 3, 60, "lost copy answers")
+            proxy.fault("SendMessageBatch", None)
+            wait_until(lambda: depth(sqs, queue_url) == (0, 0), 120, "the FIFO queue to drain")
+        finally:
+            code, _, stderr = stop(worker, 60)
+        assert code == 0, stderr
+    finally:
+        proxy.stop()
+    result = audit(Rig(env, sqs, queue_url, dlq_url, ledger), otlp)
+    report("FIFO, lost DLQ copy answers", **vars(result))
+    assert (result.losses, result.duplicates, result.dead_lettered) == (0, 0, 10)
+    assert result.extra_dlq_copies == 0
