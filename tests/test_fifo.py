@@ -22,6 +22,7 @@ pytestmark = pytest.mark.integration
 
 GROUPS = 5
 REASON = "nps-reject-reason"
+ORIGINAL_ID = "nps-original-message-id"
 
 
 @pytest.fixture(params=["fauxqs", pytest.param("moto", marks=pytest.mark.soak)])
@@ -384,3 +385,36 @@ def test_a_dead_letter_copy_whose_answer_was_lost_is_stored_once_on_a_fifo_dlq(
     report("FIFO, lost DLQ copy answers", **vars(result))
     assert (result.losses, result.duplicates, result.dead_lettered) == (0, 0, 10)
     assert result.extra_dlq_copies == 0
+
+
+@pytest.mark.soak
+def test_dlq_redrive_moves_every_message_whatever_original_id_its_producer_claimed(
+    worker_env: Env, moto_endpoint: str
+) -> None:
+    # A producer may set any attribute, ours too: distinct rejects that claim one
+    # original id are not copies of one message, and an id too long for a deduplication
+    # id must not keep a message in the DLQ.
+    env = fifo_env(worker_env, moto_endpoint)
+    queue_url, dlq_url = provision(env)
+    sqs = sqs_client(moto_endpoint)
+    claims = ["forged", "forged", "y" * 120]
+    bodies = [f"{{claims {i}" for i in range(len(claims))]
+    for i, (body, claim) in enumerate(zip(bodies, claims, strict=True)):
+        sqs.send_message(
+            QueueUrl=queue_url,
+            MessageBody=body,
+            MessageGroupId=group_of(i),
+            MessageAttributes={ORIGINAL_ID: {"DataType": "String", "StringValue": claim}},
+        )
+    worker = nps_worker("run", env=env)
+    try:
+        wait_until(lambda: depth(sqs, dlq_url)[0] == len(bodies), 60, "the dead letters")
+    finally:
+        code, _, stderr = stop(worker, 60)
+    assert code == 0, stderr
+    result = run_cli("dlq", "redrive", env=env)
+    assert result.returncode == 0, result.stderr
+    assert f"moved {len(bodies)} message(s)" in result.stdout
+    assert depth(sqs, dlq_url) == (0, 0)
+    moved = drain_with_groups(sqs, queue_url)
+    assert sorted(m["Body"] for m in moved) == sorted(bodies), "each moved, none dropped"

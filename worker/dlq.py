@@ -10,6 +10,7 @@ rejects it again, the same run leaves it in the DLQ instead of moving it back.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import uuid
 from dataclasses import dataclass
 from typing import Any, Final
@@ -96,6 +97,14 @@ async def peek(
     return [describe(m) for m in seen]
 
 
+def _copy_of(message: RawMessage) -> tuple[str, str]:
+    """Two dead letters with this in common are copies of one message. The original id
+    alone is not enough: a producer may set that attribute too, on distinct messages,
+    and deleting one of those as a copy would lose it."""
+    body = hashlib.sha256(message.body.encode()).hexdigest()
+    return DEAD_LETTER_ATTRIBUTES.original_id_of(message), body
+
+
 @dataclass(frozen=True, slots=True)
 class Redrive:
     moved: int
@@ -121,7 +130,7 @@ async def redrive(
     run = uuid.uuid4().hex
     fifo = is_fifo(queue_url)
     moved = 0
-    seen: set[str] = set()
+    seen: set[tuple[str, str]] = set()
     came_back: dict[str, RawMessage] = {}
     not_moved: list[RawMessage] = []  # handed back at the end, visible again at once
     try:
@@ -136,9 +145,9 @@ async def redrive(
             for message in batch:
                 if message in returned:
                     continue
-                original = DEAD_LETTER_ATTRIBUTES.original_id_of(message)
-                (twins if original in seen else fresh).append(message)
-                seen.add(original)
+                copy_of = _copy_of(message)
+                (twins if copy_of in seen else fresh).append(message)
+                seen.add(copy_of)
             not_moved.extend(fresh)
             outcomes = await client.send(
                 queue_url, [DEAD_LETTER_ATTRIBUTES.redriven(m, run, fifo=fifo) for m in fresh]

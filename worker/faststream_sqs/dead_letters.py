@@ -60,8 +60,10 @@ class DeadLetterAttributes:
             mine | self._producers(message, room=len(mine)),
             group_id=message.group_id,
             # On a FIFO queue: one id per message and run, so SQS's 5-minute deduplication
-            # (by content, or by an id seen before) cannot drop what is moved back.
-            deduplication_id=f"{self.original_id_of(message)}-{run}" if fifo else None,
+            # (by content, or by an id seen before) cannot drop what is moved back. This
+            # dead letter's own id, SQS's: the original id may be a producer's claim, shared
+            # by other messages or too long for a deduplication id.
+            deduplication_id=f"{message.message_id}-{run}" if fifo else None,
         )
 
     def _producers(self, message: RawMessage, *, room: int) -> dict[str, AttributeValue]:
