@@ -7,16 +7,29 @@ from __future__ import annotations
 import json
 import random
 import signal
+import time
+from functools import partial
 from typing import Any
 
 import pytest
 
 from tests.answers import AnsweringProxy, Fault
-from tests.fleet import Rig, audit, provision, report, stop, valid_only, wait_until
+from tests.fleet import (
+    Rig,
+    audit,
+    counting,
+    drain_with_a_fresh_worker,
+    provision,
+    report,
+    stop,
+    valid_only,
+    wait_until,
+)
 from tests.otlp import OTLPReceiver
 from tests.sqs import depth, sqs_client
 from tests.support import Env, nps_worker, run_cli
 from worker.dev.kata import KataMessage
+from worker.faststream_sqs.options import SettleOptions
 
 pytestmark = pytest.mark.integration
 
@@ -418,3 +431,42 @@ def test_dlq_redrive_moves_every_message_whatever_original_id_its_producer_claim
     assert depth(sqs, dlq_url) == (0, 0)
     moved = drain_with_groups(sqs, queue_url)
     assert sorted(m["Body"] for m in moved) == sorted(bodies), "each moved, none dropped"
+
+
+def counting_anew(rig: Rig, otlp: OTLPReceiver, known: set[str]) -> bool:
+    """New processes' counts reached the receiver, or there is nothing left to count."""
+    return bool(counting(otlp) - known) or depth(rig.sqs, rig.queue_url) == (0, 0)
+
+
+@pytest.mark.soak
+def test_sigkills_of_two_workers_mid_group_lose_nothing_on_a_fifo_queue(
+    worker_env: Env, fauxqs_endpoint: str, otlp: OTLPReceiver
+) -> None:
+    # Two workers share the groups; both are killed outright at random points, again
+    # and again, while the groups they hold block the rest.
+    env = fifo_env(worker_env, fauxqs_endpoint, SQS_MAX_RECEIVE_COUNT="1000")
+    env |= {"SQS_VISIBILITY_TIMEOUT": "5", "SQS_WAIT_TIME_SECONDS": "1"}
+    queue_url, dlq_url = provision(env)
+    sqs = sqs_client(fauxqs_endpoint)
+    # Distinct bodies only: content-based deduplication would merge equal ones.
+    ledger = list({m.body: m for m in valid_only(1500, seed=21)}.values())
+    for i in range(100):
+        ledger.insert(i * 16 + 3, KataMessage(body=f"{{not json {i}"))
+    send_in_groups(sqs, queue_url, ledger)
+    rig = Rig(env, sqs, queue_url, dlq_url, ledger)
+    rng = random.Random(4)
+    kills = mid_work = 0
+    for _ in range(4):
+        pair = [nps_worker("run", env=env) for _ in range(2)]
+        wait_until(partial(counting_anew, rig, otlp, counting(otlp)), 30, "the pair's counts")
+        for worker in pair:
+            time.sleep(rng.uniform(0.0, 0.5))
+            mid_work += depth(sqs, queue_url) != (0, 0)
+            worker.kill()
+            worker.communicate(timeout=10)
+            kills += 1
+    drain_with_a_fresh_worker(rig)
+    result = audit(rig, otlp)
+    report(f"FIFO, two workers, SIGKILL x{kills}", mid_work=mid_work, **vars(result))
+    assert (result.losses, result.still_queued, result.dead_lettered) == (0, 0, 100)
+    assert result.duplicates <= kills * SettleOptions().max_held
