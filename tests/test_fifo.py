@@ -503,3 +503,27 @@ def test_fifo_groups_held_by_two_workers_through_an_outage_longer_than_their_tim
     # moved some to the DLQ without a reason (audit refuses those).
     assert (result.losses, result.duplicates, result.dead_lettered) == (0, 0, 10)
     assert result.extra_dlq_copies == 0
+
+
+@pytest.mark.soak
+def test_a_fifo_pair_named_by_urls_only_is_detected_and_settled_exactly(
+    worker_env: Env, fauxqs_endpoint: str, otlp: OTLPReceiver
+) -> None:
+    # No name to read ".fifo" from: the queue by SQS_QUEUE_URL, the DLQ by its URL in
+    # DLQ_QUEUE_NAME; the queue name set is another queue's, to be ignored.
+    env = fifo_env(worker_env, fauxqs_endpoint, SQS_MAX_RECEIVE_COUNT="10")
+    queue_url, dlq_url = provision(env)
+    env |= {"SQS_QUEUE_URL": queue_url, "DLQ_QUEUE_NAME": dlq_url, "SQS_QUEUE_NAME": "other"}
+    sqs = sqs_client(fauxqs_endpoint)
+    ledger = fifo_ledger(seed=61)
+    send_in_groups(sqs, queue_url, ledger)
+    worker = nps_worker("run", env=env)
+    try:
+        wait_until(lambda: depth(sqs, queue_url) == (0, 0), 120, "the FIFO queue to drain")
+        wait_until(lambda: depth(sqs, dlq_url)[0] >= 10, 60, "ten dead letters")
+    finally:
+        code, _, stderr = stop(worker, 60)
+    assert code == 0, stderr
+    result = audit(Rig(env, sqs, queue_url, dlq_url, ledger), otlp)
+    report("FIFO by URLs", **vars(result))
+    assert (result.losses, result.duplicates, result.dead_lettered) == (0, 0, 10)
