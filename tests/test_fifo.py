@@ -527,3 +527,43 @@ def test_a_fifo_pair_named_by_urls_only_is_detected_and_settled_exactly(
     result = audit(Rig(env, sqs, queue_url, dlq_url, ledger), otlp)
     report("FIFO by URLs", **vars(result))
     assert (result.losses, result.duplicates, result.dead_lettered) == (0, 0, 10)
+
+
+@pytest.mark.soak
+def test_a_fair_queue_where_only_some_messages_name_a_group_is_settled_exactly(
+    worker_env: Env, moto_endpoint: str, otlp: OTLPReceiver
+) -> None:
+    # A standard queue whose producer sets MessageGroupId on every other batch: each
+    # dead letter keeps what its original had, a group or none.
+    env = worker_env.with_(AWS_ENDPOINT_URL_SQS=moto_endpoint, SQS_MAX_RECEIVE_COUNT="10")
+    queue_url, dlq_url = provision(env)
+    sqs = sqs_client(moto_endpoint)
+    ledger = fifo_ledger(seed=88)
+    groups: dict[str, str | None] = {}
+    for start in range(0, len(ledger), 10):
+        grouped = start % 20 == 0
+        entries = []
+        for i, m in enumerate(ledger[start : start + 10]):
+            entry = {"Id": str(i), "MessageBody": m.body}
+            if grouped:
+                entry["MessageGroupId"] = group_of(start + i)
+            groups[m.body] = entry.get("MessageGroupId")
+            entries.append(entry)
+        assert not sqs.send_message_batch(QueueUrl=queue_url, Entries=entries).get("Failed")
+    worker = nps_worker("run", env=env)
+    try:
+        wait_until(lambda: depth(sqs, queue_url) == (0, 0), 120, "the queue to drain")
+        wait_until(lambda: depth(sqs, dlq_url)[0] >= 10, 60, "ten dead letters")
+    finally:
+        code, _, stderr = stop(worker, 60)
+    assert code == 0, stderr
+    peeked = run_cli("dlq", "peek", env=env)
+    assert peeked.returncode == 0, peeked.stderr
+    letters = [json.loads(line) for line in peeked.stdout.splitlines()]
+    assert {letter["body"]: letter["group_id"] for letter in letters} == {
+        m.body: groups[m.body] for m in ledger if not m.valid
+    }
+    assert None in {letter["group_id"] for letter in letters}, "some had no group"
+    result = audit(Rig(env, sqs, queue_url, dlq_url, ledger), otlp)
+    report("fair queue, some groups", **vars(result))
+    assert (result.losses, result.duplicates, result.dead_lettered) == (0, 0, 10)
