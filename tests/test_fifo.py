@@ -567,3 +567,33 @@ def test_a_fair_queue_where_only_some_messages_name_a_group_is_settled_exactly(
     result = audit(Rig(env, sqs, queue_url, dlq_url, ledger), otlp)
     report("fair queue, some groups", **vars(result))
     assert (result.losses, result.duplicates, result.dead_lettered) == (0, 0, 10)
+
+
+@pytest.mark.soak
+def test_two_fifo_redrives_while_a_worker_rejects_again_leave_each_reject_once(
+    worker_env: Env, moto_endpoint: str, otlp: OTLPReceiver
+) -> None:
+    env = fifo_env(worker_env, moto_endpoint, SQS_MAX_RECEIVE_COUNT="10")
+    queue_url, dlq_url = provision(env)
+    sqs = sqs_client(moto_endpoint)
+    ledger = fifo_ledger(seed=23)
+    send_in_groups(sqs, queue_url, ledger)
+    worker = nps_worker("run", env=env)
+    try:
+        wait_until(lambda: depth(sqs, dlq_url)[0] == 10, 60, "ten dead letters")
+        moved = 0
+        for _ in range(2):
+            result = run_cli("dlq", "redrive", env=env)
+            assert result.returncode == 0, result.stderr
+            moved += int(result.stdout.split()[1])
+            # Each moved message is rejected again: back in the DLQ, not in the queue.
+            wait_until(lambda: depth(sqs, queue_url) == (0, 0), 60, "the queue to drain")
+            wait_until(lambda: depth(sqs, dlq_url) == (10, 0), 60, "the rejects back")
+    finally:
+        code, _, stderr = stop(worker, 60)
+    assert code == 0, stderr
+    assert moved >= 10, "the first redrive moved them all"
+    result = audit(Rig(env, sqs, queue_url, dlq_url, ledger), otlp)
+    report("FIFO, two redrives while a worker consumes", moved=moved, **vars(result))
+    assert (result.losses, result.duplicates, result.dead_lettered) == (0, 0, 10)
+    assert result.extra_dlq_copies == 0
