@@ -597,3 +597,31 @@ def test_two_fifo_redrives_while_a_worker_rejects_again_leave_each_reject_once(
     report("FIFO, two redrives while a worker consumes", moved=moved, **vars(result))
     assert (result.losses, result.duplicates, result.dead_lettered) == (0, 0, 10)
     assert result.extra_dlq_copies == 0
+
+
+@pytest.mark.soak
+def test_a_fifo_redrive_stopped_by_a_signal_and_run_again_keeps_the_group_whole_and_in_order(
+    worker_env: Env, moto_endpoint: str
+) -> None:
+    env = fifo_env(worker_env, moto_endpoint)
+    queue_url, dlq_url = provision(env)
+    sqs = sqs_client(moto_endpoint)
+    bodies = [f"{{stopped {i:02}" for i in range(30)]
+    send_one_by_one(sqs, dlq_url, bodies, "customer-0")
+    proxy = AnsweringProxy(moto_endpoint).start()
+    try:
+        proxy.fault("DeleteMessageBatch", Fault("hang", hang_seconds=3))
+        redrive = nps_worker("dlq", "redrive", env=env | {"AWS_ENDPOINT_URL_SQS": proxy.endpoint})
+        wait_until(lambda: proxy.served["DeleteMessageBatch"] >= 1, 30, "a batch's delete")
+        redrive.send_signal(signal.SIGTERM)
+        out, stderr = redrive.communicate(timeout=30)
+    finally:
+        proxy.stop()
+    assert redrive.returncode == 128 + signal.SIGTERM, stderr
+    assert out.startswith("moved 10 message(s)"), out
+    again = run_cli("dlq", "redrive", env=env)
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.startswith("moved 20 message(s)"), again.stdout
+    assert depth(sqs, dlq_url) == (0, 0)
+    moved = drain_with_groups(sqs, queue_url)
+    assert [m["Body"] for m in moved] == bodies, "each once, in the group's order"
