@@ -583,9 +583,9 @@ def test_two_fifo_redrives_while_a_worker_rejects_again_leave_each_reject_once(
         wait_until(lambda: depth(sqs, dlq_url)[0] == 10, 60, "ten dead letters")
         moved = 0
         for _ in range(2):
-            result = run_cli("dlq", "redrive", env=env)
-            assert result.returncode == 0, result.stderr
-            moved += int(result.stdout.split()[1])
+            redrive = run_cli("dlq", "redrive", env=env)
+            assert redrive.returncode == 0, redrive.stderr
+            moved += int(redrive.stdout.split()[1])
             # Each moved message is rejected again: back in the DLQ, not in the queue.
             wait_until(lambda: depth(sqs, queue_url) == (0, 0), 60, "the queue to drain")
             wait_until(lambda: depth(sqs, dlq_url) == (10, 0), 60, "the rejects back")
