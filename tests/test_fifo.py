@@ -48,6 +48,15 @@ def fifo_env(worker_env: Env, endpoint: str, **changes: str) -> dict[str, str]:
     return worker_env.with_(AWS_ENDPOINT_URL_SQS=endpoint, SQS_QUEUE_NAME=queue, **changes)
 
 
+def exact_with_ten_rejects(title: str, rig: Rig, otlp: OTLPReceiver, **figures: object) -> None:
+    """The ledger's audit, reported under `title`: every valid event counted once, the
+    10 rejects each in the DLQ once with its reason, no copy twice, nothing left."""
+    result = audit(rig, otlp)
+    report(title, **figures, **vars(result))
+    assert (result.losses, result.duplicates, result.dead_lettered) == (0, 0, 10)
+    assert result.extra_dlq_copies == 0
+
+
 def group_of(index: int) -> str:
     return f"customer-{index % GROUPS}"
 
@@ -364,10 +373,10 @@ def test_fifo_groups_held_through_a_collector_outage_survive_a_sigkill_and_two_n
     finally:
         codes = [stop(worker, 60)[0] for worker in workers]
     assert codes == [0, 0]
-    result = audit(Rig(env, sqs, queue_url, dlq_url, ledger), otlp)
-    report("FIFO, outage, SIGKILL, two workers", **vars(result))
-    assert (result.losses, result.duplicates, result.dead_lettered) == (0, 0, 10)
-    assert result.extra_dlq_copies == 0, "the copy's deduplication id keeps one"
+    # The copy's deduplication id keeps one copy.
+    exact_with_ten_rejects(
+        "FIFO, outage, SIGKILL, two workers", Rig(env, sqs, queue_url, dlq_url, ledger), otlp
+    )
 
 
 @pytest.mark.soak
@@ -394,10 +403,9 @@ def test_a_dead_letter_copy_whose_answer_was_lost_is_stored_once_on_a_fifo_dlq(
         assert code == 0, stderr
     finally:
         proxy.stop()
-    result = audit(Rig(env, sqs, queue_url, dlq_url, ledger), otlp)
-    report("FIFO, lost DLQ copy answers", **vars(result))
-    assert (result.losses, result.duplicates, result.dead_lettered) == (0, 0, 10)
-    assert result.extra_dlq_copies == 0
+    exact_with_ten_rejects(
+        "FIFO, lost DLQ copy answers", Rig(env, sqs, queue_url, dlq_url, ledger), otlp
+    )
 
 
 @pytest.mark.soak
@@ -497,12 +505,11 @@ def test_fifo_groups_held_by_two_workers_through_an_outage_longer_than_their_tim
     finally:
         codes = [stop(worker, 60)[0] for worker in workers]
     assert codes == [0, 0]
-    result = audit(Rig(env, sqs, queue_url, dlq_url, ledger), otlp)
-    report("FIFO, two workers, a 20 s outage", **vars(result))
     # With SQS_MAX_RECEIVE_COUNT=2, a second receive of a held message would also have
     # moved some to the DLQ without a reason (audit refuses those).
-    assert (result.losses, result.duplicates, result.dead_lettered) == (0, 0, 10)
-    assert result.extra_dlq_copies == 0
+    exact_with_ten_rejects(
+        "FIFO, two workers, a 20 s outage", Rig(env, sqs, queue_url, dlq_url, ledger), otlp
+    )
 
 
 @pytest.mark.soak
@@ -593,10 +600,8 @@ def test_two_fifo_redrives_while_a_worker_rejects_again_leave_each_reject_once(
         code, _, stderr = stop(worker, 60)
     assert code == 0, stderr
     assert moved >= 10, "the first redrive moved them all"
-    result = audit(Rig(env, sqs, queue_url, dlq_url, ledger), otlp)
-    report("FIFO, two redrives while a worker consumes", moved=moved, **vars(result))
-    assert (result.losses, result.duplicates, result.dead_lettered) == (0, 0, 10)
-    assert result.extra_dlq_copies == 0
+    rig = Rig(env, sqs, queue_url, dlq_url, ledger)
+    exact_with_ten_rejects("FIFO, two redrives while a worker consumes", rig, otlp, moved=moved)
 
 
 @pytest.mark.soak
