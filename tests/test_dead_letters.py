@@ -36,8 +36,9 @@ def misconfigured(env: Env, endpoint: str, kind: str) -> dict[str, str]:
     ("kind", "says"),
     [
         ("the DLQ is the queue", "is the queue itself"),
-        ("the DLQ is a URL to nowhere", "does not exist"),
-        ("a FIFO DLQ behind a standard queue", "FIFO"),
+        # Each runs every command: the default run keeps one, the soak suite the others.
+        pytest.param("the DLQ is a URL to nowhere", "does not exist", marks=pytest.mark.soak),
+        pytest.param("a FIFO DLQ behind a standard queue", "FIFO", marks=pytest.mark.soak),
     ],
 )
 def test_a_queue_pair_that_cannot_work_is_refused_in_one_line_before_any_receive(
